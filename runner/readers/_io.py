@@ -1,0 +1,80 @@
+"""Thin URL handling for readers: URL in, ``(fs, path)`` out; compressed inputs opened transparently.
+
+All storage access goes through fsspec, so ``s3://``, local paths and ``memory://`` work alike.
+Missing buckets, keys and files become :class:`runner.errors.InputNotFound` naming the URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from runner.errors import InputNotFound, ReaderError
+
+__all__ = ["compression_of", "filesystem", "open_binary", "open_text"]
+
+_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+
+
+def compression_of(url: str) -> str | None:
+    """``gzip``/``zstd`` from the file name, else ``None``."""
+    lower = url.lower()
+    for suffix, name in _COMPRESSION.items():
+        if lower.endswith(suffix):
+            return name
+    return None
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None):
+    """``(fs, path)`` for ``url``."""
+    return url_to_fs(url, **dict(storage_options or {}))
+
+
+@contextlib.contextmanager
+def open_binary(
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    decompress: bool = True,
+    block_size: int = 8 * 1024 * 1024,
+) -> Iterator[IO[bytes]]:
+    """Open ``url`` for streaming reads, decompressing ``.gz``/``.zst`` unless told not to.
+
+    Raises :class:`InputNotFound` for a missing bucket/key/file, :class:`ReaderError` for
+    other storage failures, always naming the URL.
+    """
+    compression = compression_of(url) if decompress else None
+    try:
+        fs, path = filesystem(url, storage_options)
+        raw = fs.open(path, "rb", block_size=block_size) if not _is_local(fs) else fs.open(path, "rb")
+    except FileNotFoundError as exc:
+        raise InputNotFound(url) from exc
+    except OSError as exc:  # permission, bucket missing on some servers, network
+        if "NoSuchBucket" in str(exc) or "does not exist" in str(exc):
+            raise InputNotFound(url) from exc
+        raise ReaderError(url, f"cannot open: {exc}") from exc
+    with raw:
+        if compression is None:
+            yield raw
+        else:
+            with fsspec.compression.compr[compression](raw, mode="rb") as stream:
+                yield stream
+
+
+@contextlib.contextmanager
+def open_text(
+    url: str, storage_options: Mapping[str, Any] | None = None, *, newline: str | None = None
+) -> Iterator[IO[str]]:
+    """Like :func:`open_binary` but decoded as UTF-8 (a BOM is dropped)."""
+    import io
+
+    with open_binary(url, storage_options) as raw:
+        yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline)
+
+
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
