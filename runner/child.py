@@ -1,0 +1,85 @@
+"""Run one child (one batch) through a worker. This is the code path every executor and the
+Lambda handler share: it never raises for a worker's failure, it reports it.
+
+The outcome's ``error``/``cause`` follow AWS Lambda's shape: ``Error`` is the exception's type
+name (or :class:`~runner.errors.WorkerError`'s chosen name) and ``Cause`` is the JSON
+``{"errorMessage", "errorType", "stackTrace"}`` so a remote traceback survives the trip.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runner.errors import WorkerError
+from runner.registry import resolve_worker, worker_info
+
+__all__ = ["ChildOutcome", "run_child"]
+
+
+@dataclass(slots=True)
+class ChildOutcome:
+    ok: bool
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+    seconds: float = 0.0
+
+
+def run_child(worker: str | Callable[..., Any], child_input: Any, *,
+              allow_import_path: bool = True) -> ChildOutcome:  # fmt: skip
+    """Run ``worker`` on ``child_input``; worker errors become a failed outcome."""
+    started = time.perf_counter()
+    try:
+        fn = resolve_worker(worker, allow_import_path) if isinstance(worker, str) else worker
+        if worker_info(fn).columnar:
+            output = fn(*_columnar_args(child_input))
+        else:
+            output = fn(child_input)
+        _check_json(output)
+    except WorkerError as exc:
+        return ChildOutcome(False, None, exc.error, exc.cause or _cause(exc),
+                            time.perf_counter() - started)  # fmt: skip
+    except _NotJson as exc:
+        return ChildOutcome(False, None, "Runtime.MarshalError", _cause(exc),
+                            time.perf_counter() - started)  # fmt: skip
+    except Exception as exc:
+        return ChildOutcome(False, None, type(exc).__name__, _cause(exc),
+                            time.perf_counter() - started)  # fmt: skip
+    return ChildOutcome(True, output, seconds=time.perf_counter() - started)
+
+
+def _columnar_args(child_input: Any) -> tuple[Any, Any]:
+    import pyarrow as pa
+
+    if isinstance(child_input, dict) and "Items" in child_input:
+        return pa.Table.from_pylist(child_input["Items"]), child_input.get("BatchInput")
+    return pa.Table.from_pylist([child_input]), None
+
+
+class _NotJson(TypeError):
+    pass
+
+
+def _check_json(output: Any) -> None:
+    # Only containers can hide a non-JSON value; scalars are checked by type.
+    if output is None or isinstance(output, str | int | float | bool):
+        return
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        raise _NotJson(f"worker output is not JSON-serialisable: {exc}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    return json.dumps(
+        {
+            "errorMessage": str(exc),
+            "errorType": type(exc).__name__,
+            "stackTrace": traceback.format_exception(type(exc), exc, exc.__traceback__),
+        }
+    )

@@ -1,0 +1,678 @@
+"""The one scheduling loop: plan batches, keep MaxConcurrency of them running on any executor,
+retry, time out, enforce tolerated-failure thresholds, and hand every outcome to the writer.
+
+Data flows one way::
+
+    reader ─► (index, item) ─► ItemSelector ─► ItemBatcher ─► queue ─► loop ─► executor
+                                                                        │
+                                                                        └─► ResultWriter
+
+The planner runs in its own thread so reading overlaps processing; the loop is the only code
+that touches the writer. Executors only run callables and return futures, so the Dask and
+Step Functions executors get the same retry/timeout/threshold semantics for free.
+
+Thresholds (AWS): the failed share is (failed + timed-out items) / total items. The total is
+known once the reader is exhausted; until then a percentage threshold above zero cannot be
+judged, so it is checked as soon as the total is known (the read-ahead keeps that early for
+all but very large sources). A count threshold is checked at every failure.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from runner.batcher import Batch, Failed, batch_items, dumps
+from runner.child import ChildOutcome, run_child
+from runner.errors import ReaderError, SpecError
+from runner.executors import Executor, get_executor
+from runner.paths import PathNotFound, compile_path, compile_template, context_object
+from runner.readers.base import KeyedValue, ReaderConfig, get_reader
+from runner.registry import resolve_worker
+from runner.results import ResultWriter, child_name
+from runner.spec import AWS_MAX_CHILD_INPUT_BYTES, MapSpec
+from runner.types import BatchStatus, ChildRecord, RunStatus
+
+__all__ = ["Counts", "MapRunResult", "RunProgress", "infer_item_reader", "run"]
+
+log = logging.getLogger("shardmap")
+
+THRESHOLD_ERROR = "States.ExceedToleratedFailureThreshold"
+THRESHOLD_CAUSE = "The specified tolerated failure threshold was exceeded"
+ACCOUNT, REGION = "000000000000", "local"
+DEFAULT_READ_AHEAD_ITEMS = 100_000
+
+
+@dataclass
+class Counts:
+    """AWS's ``itemCounts`` / ``executionCounts`` of a Map Run."""
+
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    aborted: int = 0
+    total: int = 0
+    results_written: int = 0
+
+    def to_aws(self) -> dict[str, int]:
+        return {
+            "pending": self.pending,
+            "running": self.running,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "timedOut": self.timed_out,
+            "aborted": self.aborted,
+            "total": self.total,
+            "resultsWritten": self.results_written,
+            "failuresNotRedrivable": 0,
+            "pendingRedrive": 0,
+        }
+
+
+@dataclass
+class RunProgress:
+    """What a progress display needs, handed to ``on_progress`` a few times a second."""
+
+    run_id: str
+    items: Counts
+    executions: Counts
+    total_known: bool
+    elapsed: float
+    executor: str
+
+    @property
+    def items_per_second(self) -> float:
+        done = self.items.succeeded + self.items.failed + self.items.timed_out
+        return done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class MapRunResult:
+    """The outcome of a map run (DescribeMapRun's fields plus where the results are)."""
+
+    run_id: str
+    map_run_arn: str
+    status: RunStatus
+    item_counts: Counts
+    execution_counts: Counts
+    manifest_url: str | None
+    output: dict[str, Any] | None
+    start_date: datetime
+    stop_date: datetime
+    error: str | None = None
+    cause: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == RunStatus.SUCCEEDED
+
+    def describe(self) -> dict[str, Any]:
+        """DescribeMapRun-shaped dict (AWS field names)."""
+        described: dict[str, Any] = {
+            "mapRunArn": self.map_run_arn,
+            "status": str(self.status),
+            "startDate": self.start_date.isoformat(),
+            "stopDate": self.stop_date.isoformat(),
+            "itemCounts": self.item_counts.to_aws(),
+            "executionCounts": self.execution_counts.to_aws(),
+        }
+        if self.error:
+            described["error"], described["cause"] = self.error, self.cause
+        return described
+
+
+def run(
+    spec: MapSpec,
+    *,
+    run_input: Any = None,
+    source: str | None = None,
+    dest: str | None = None,
+    executor: str | Executor | None = None,
+    worker: str | None = None,
+    run_id: str | None = None,
+    on_progress: Callable[[RunProgress], None] | None = None,
+    read_ahead_items: int = DEFAULT_READ_AHEAD_ITEMS,
+    rollover_bytes: int | None = None,
+) -> MapRunResult:
+    """Run a Distributed Map described by ``spec`` and write AWS-layout results.
+
+    ``source``/``dest``/``worker`` override the spec's. Returns a :class:`MapRunResult`;
+    a run that ends FAILED is reported there, not raised.
+
+    >>> result = run(MapSpec.from_yaml("pipelines/demo.yaml"))  # doctest: +SKIP
+    >>> result.status, result.manifest_url                      # doctest: +SKIP
+    """
+    changes: dict[str, Any] = {}
+    if source:
+        changes["source"] = source
+    if worker:
+        changes["worker"] = worker
+    if changes:
+        spec = spec.replace(**changes)
+    if run_input is None:
+        run_input = spec.input if spec.input is not None else {}
+    if spec.item_reader is None and spec.items_path is None and spec.source_url():
+        spec = spec.replace(item_reader=infer_item_reader(spec.source_url() or ""))
+    resolved = _resolve_paths(spec, run_input)
+    dest_url = dest or (spec.result_writer.destination_url() if spec.result_writer else None)
+    run = _MapRun(
+        resolved,
+        run_input=run_input,
+        executor=get_executor(executor, **_executor_options(executor, resolved)),
+        dest_url=dest_url or ".shardmap/results",
+        run_id=run_id or str(uuid.uuid4()),
+        on_progress=on_progress,
+        read_ahead_items=read_ahead_items,
+        rollover_bytes=rollover_bytes,
+    )
+    return run.execute()
+
+
+_SUFFIX_TYPES = {".csv": "CSV", ".tsv": "CSV", ".json": "JSON", ".jsonl": "JSONL",
+                 ".ndjson": "JSONL", ".parquet": "PARQUET", ".pq": "PARQUET"}  # fmt: skip
+
+
+def infer_item_reader(url: str, input_type: str | None = None) -> dict[str, Any]:
+    """An ItemReader for a bare URL: a folder or prefix is listed, a file read by its suffix."""
+    import os
+
+    from runner.readers._io import compression_of
+
+    name = url
+    if compression_of(name):
+        name = name.rsplit(".", 1)[0]
+    suffix = os.path.splitext(name)[1].lower()
+    bucket_only = url.startswith("s3://") and "/" not in url[5:].rstrip("/")
+    is_listing = url.endswith("/") or bucket_only or os.path.isdir(url) or (
+        input_type is None and suffix not in _SUFFIX_TYPES)  # fmt: skip
+    if input_type == "LISTING" or (input_type is None and is_listing):
+        return {"Resource": "arn:aws:states:::s3:listObjectsV2"}
+    config: dict[str, Any] = {"InputType": input_type or _SUFFIX_TYPES[suffix]}
+    if suffix == ".tsv" and input_type is None:
+        config["CSVDelimiter"] = "TAB"
+    return {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": config}
+
+
+def _executor_options(executor: Any, spec: MapSpec) -> dict[str, Any]:
+    if isinstance(executor, str | type(None)) and spec.max_concurrency:
+        return {"max_workers": spec.max_concurrency}
+    return {}
+
+
+def _resolve_paths(spec: MapSpec, run_input: Any) -> MapSpec:
+    """Replace every ``...Path`` field with the value it selects from the run input."""
+
+    def value(path: str, field: str) -> Any:
+        try:
+            return compile_path(path, field)(run_input, None)
+        except PathNotFound:
+            raise SpecError(field, f"path {path} selected nothing in the run input") from None
+
+    changes: dict[str, Any] = {}
+    for name, alias in (
+        ("max_concurrency", "MaxConcurrencyPath"),
+        ("tolerated_failure_percentage", "ToleratedFailurePercentagePath"),
+        ("tolerated_failure_count", "ToleratedFailureCountPath"),
+    ):
+        path = getattr(spec, f"{name}_path")
+        if path:
+            changes[name], changes[f"{name}_path"] = value(path, alias), None
+    if spec.item_batcher:
+        batcher = spec.item_batcher.model_dump(exclude_none=True)
+        for name, alias in (
+            ("max_items_per_batch", "ItemBatcher.MaxItemsPerBatchPath"),
+            ("max_input_bytes_per_batch", "ItemBatcher.MaxInputBytesPerBatchPath"),
+        ):
+            if batcher.get(f"{name}_path"):
+                batcher[name] = value(batcher.pop(f"{name}_path"), alias)
+        if batcher.get("batch_input") is not None:
+            build = compile_template(batcher["batch_input"], "ItemBatcher.BatchInput")
+            batcher["batch_input"] = build(run_input, {})
+        changes["item_batcher"] = batcher
+    reader = spec.item_reader
+    if reader and reader.reader_config.max_items_path:
+        config = reader.reader_config.model_dump(exclude_none=True)
+        config["max_items"] = value(config.pop("max_items_path"), "ItemReader.ReaderConfig.MaxItemsPath")
+        changes["item_reader"] = {**reader.model_dump(exclude_none=True), "reader_config": config}
+    return spec.replace(**changes) if changes else spec
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def _reader_config(spec: MapSpec) -> ReaderConfig:
+    assert spec.item_reader is not None
+    config = spec.item_reader.reader_config
+    input_type = spec.input_type
+    return ReaderConfig(
+        input_type=input_type or "JSON",
+        csv_header_location=config.csv_header_location,
+        csv_headers=config.csv_headers,
+        csv_delimiter=config.csv_delimiter,
+        items_pointer=config.items_pointer,
+        manifest_type=config.manifest_type,
+        transformation=config.transformation,
+        inner_input_type=config.input_type if input_type in ("LISTING", "MANIFEST") else None,
+    )
+
+
+def _source_items(spec: MapSpec, run_input: Any) -> tuple[Iterator[Any], str]:
+    """The raw item values and ``$$.Map.Item.Source``."""
+    if spec.item_reader is None:
+        items = compile_path(spec.items_path or "$", "ItemsPath")(run_input, None)
+        if isinstance(items, dict):
+            return (KeyedValue(k, v) for k, v in items.items()), "STATE_DATA"
+        if not isinstance(items, list):
+            raise SpecError("ItemsPath", f"must select an array or an object, found {type(items).__name__}")
+        return iter(items), "STATE_DATA"
+    url = spec.source_url()
+    if not url:
+        raise SpecError("Source", "no item source: give --source or ItemReader.Parameters")
+    reader = get_reader(_reader_config(spec))
+    return reader.iter_items(url), reader.source_name(url)
+
+
+def _selected(spec: MapSpec, run_input: Any, values: Iterator[Any], source: str) -> Iterator[tuple[int, Any]]:
+    """``(index, item)`` after MaxItems and ItemSelector; selection errors become Failed."""
+    max_items = spec.item_reader.reader_config.max_items if spec.item_reader else None
+    if max_items is not None:
+        values = itertools.islice(values, max_items)
+    build = compile_template(spec.item_selector, "ItemSelector") if spec.item_selector else None
+    for index, value in enumerate(values):
+        key = None
+        if isinstance(value, KeyedValue):
+            key, value = value.key, value.value
+            if build is None:
+                yield index, {"Key": key, "Value": value}
+                continue
+        if build is None:
+            yield index, value
+            continue
+        try:
+            yield index, build(run_input, context_object(index, value, key, source))
+        except PathNotFound as exc:
+            cause = f"ItemSelector: the JSONPath {exc} selected nothing for item {index}"
+            yield index, Failed("States.Runtime", cause)
+
+
+_DONE = object()
+
+
+class _Planner(threading.Thread):
+    """Reads and batches ahead of the loop into a bounded queue; counts what it planned."""
+
+    def __init__(self, batches: Iterator[Batch], max_queued: int) -> None:
+        super().__init__(name="shardmap-planner", daemon=True)
+        self.batches = batches
+        self.queue: queue.Queue[Any] = queue.Queue(max_queued)
+        self.items = 0
+        self.executions = 0
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for batch in self.batches:
+                self.items += batch.size
+                self.executions += 1
+                self.queue.put(batch)
+        except BaseException as exc:  # reported by the loop as the run's error
+            self.error = exc
+        finally:
+            self.done.set()
+            self.queue.put(_DONE)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class _Child:
+    batch: Batch
+    first_start: datetime
+    deadline: float | None = None
+    retries: dict[int, int] = field(default_factory=dict)
+
+
+class _MapRun:
+    def __init__(self, spec: MapSpec, *, run_input: Any, executor: Executor, dest_url: str,
+                 run_id: str, on_progress: Callable[[RunProgress], None] | None,
+                 read_ahead_items: int, rollover_bytes: int | None) -> None:  # fmt: skip
+        self.spec = spec
+        self.run_input = run_input
+        self.executor = executor
+        self.run_id = run_id
+        self.on_progress = on_progress
+        self.read_ahead_items = read_ahead_items
+        machine = spec.name
+        label = spec.label or "Map"
+        self.map_run_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:{machine}/{label}:{run_id}"
+        self.child_machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}/{label}"
+        self.execution_prefix = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{machine}/{label}"
+        writer_config = spec.result_writer.writer_config if spec.result_writer else None
+        options = {"rollover_bytes": rollover_bytes} if rollover_bytes else {}
+        self.writer = ResultWriter(
+            dest_url, run_id, self.map_run_arn,
+            transformation=writer_config.transformation if writer_config else "NONE",
+            output_type=writer_config.output_type if writer_config else "JSON",
+            **options,
+        )  # fmt: skip
+        self.items = Counts()
+        self.executions = Counts()
+        self.in_flight: dict[Future, _Child] = {}
+        self.waiting: list[tuple[float, int, _Child]] = []  # retry backoff heap
+        self._sequence = itertools.count()
+        self.failed_items = 0
+        self.error: str | None = None
+        self.cause: str | None = None
+        self.checked_inputs = 0
+        self.held: Batch | None = None
+        self.planner_finished = False
+        self.warnings: list[str] = list(spec.aws_warnings())
+
+    # -- entry -------------------------------------------------------------------------
+    def execute(self) -> MapRunResult:
+        started, clock = datetime.now(UTC), time.monotonic()
+        self.started_clock = clock
+        self.worker = self._worker_callable()
+        values, source = _source_items(self.spec, self.run_input)
+        batcher = self.spec.item_batcher
+        batches = batch_items(
+            _selected(self.spec, self.run_input, values, source),
+            max_items=batcher.max_items_per_batch if batcher else None,
+            max_bytes=batcher.max_input_bytes_per_batch if batcher else None,
+            batch_input=batcher.batch_input if batcher else None,
+            batched=batcher is not None,
+        )
+        per_batch = (batcher.max_items_per_batch or 1) if batcher else 1
+        self.planner = _Planner(batches, max(64, self.read_ahead_items // per_batch))
+        status = RunStatus.SUCCEEDED
+        try:
+            with self.executor:
+                self.planner.start()
+                try:
+                    self._loop()
+                except KeyboardInterrupt:
+                    self.error, self.cause = "States.Aborted", "stopped by the user"
+                    status = RunStatus.ABORTED
+                if self.error is not None:
+                    status = RunStatus.ABORTED if status == RunStatus.ABORTED else RunStatus.FAILED
+                    self._stop_everything()
+                self._report_progress()
+        finally:
+            # Whatever happened, what was written stays readable: the manifest goes out last.
+            details = self.writer.close()
+        stop = datetime.now(UTC)
+        return MapRunResult(
+            run_id=self.run_id, map_run_arn=self.map_run_arn, status=status,
+            item_counts=self.items, execution_counts=self.executions,
+            manifest_url=details.manifest_url, output=details.map_state_output(self.map_run_arn),
+            start_date=started, stop_date=stop, error=self.error, cause=self.cause,
+            warnings=self.warnings,
+        )  # fmt: skip
+
+    def _worker_callable(self) -> Any:
+        if not self.spec.worker:
+            raise SpecError("Worker", "no worker: name one in the pipeline or with --worker")
+        fn = resolve_worker(self.spec.worker)  # fail early, before any item is read
+        # Separate processes import the worker by name; threads can share the function.
+        return self.spec.worker if self.executor.remote else fn
+
+    def _loop(self) -> None:
+        last_progress = 0.0
+        while self.error is None:
+            self._fill_slots()
+            if not self.in_flight and not self.waiting and self._planner_drained():
+                break
+            done = self._wait_some()
+            for future in done:
+                self._finished(self.in_flight.pop(future), future)
+            self._expire_deadlines()
+            self._check_thresholds()
+            now = time.monotonic()
+            if now - last_progress > 0.25:
+                self._report_progress()
+                last_progress = now
+        if self.error is None:
+            self._check_thresholds(final=True)
+
+    # -- starting --------------------------------------------------------------------------
+    def _fill_slots(self) -> None:
+        limit = self.spec.max_concurrency or self.executor.slots * 2
+        now = time.monotonic()
+        while len(self.in_flight) < limit and self.waiting and self.waiting[0][0] <= now:
+            _, _, child = heapq.heappop(self.waiting)
+            self._submit(child)
+        while len(self.in_flight) < limit and self.error is None:
+            batch = self._next_batch(block=False)
+            if batch is None:
+                return
+            if batch.error:  # failed before it could run: record, never start
+                self._count_start(batch)
+                self._final(_Child(batch, datetime.now(UTC)), BatchStatus.FAILED, batch.error,
+                            batch.cause or "")  # fmt: skip
+                continue
+            self._count_start(batch)
+            self._submit(_Child(batch, datetime.now(UTC)))
+
+    def _warn_if_too_big_for_aws(self, child_input: Any) -> None:
+        self.checked_inputs += 1
+        size = len(dumps(child_input).encode())
+        if size > AWS_MAX_CHILD_INPUT_BYTES and not any("256 KiB" in w for w in self.warnings):
+            message = (f"a child input is {size} bytes; AWS rejects child inputs over 256 KiB "
+                       "(lower ItemBatcher.MaxItemsPerBatch or set MaxInputBytesPerBatch)")
+            self.warnings.append(message)
+            log.warning(message)
+
+    def _next_batch(self, block: bool, timeout: float = 0.05) -> Batch | None:
+        if self.held is not None:
+            batch, self.held = self.held, None
+            return batch
+        if self.planner_finished:
+            return None
+        try:
+            item = self.planner.queue.get(block=block, timeout=timeout if block else None)
+        except queue.Empty:
+            return None
+        if item is _DONE:
+            self.planner_finished = True
+            if self.planner.error is not None:
+                self._fail_from_planner(self.planner.error)
+            return None
+        return item
+
+    def _planner_drained(self) -> bool:
+        return self.planner_finished and self.held is None
+
+    def _fail_from_planner(self, exc: BaseException) -> None:
+        if isinstance(exc, ReaderError):
+            self.error, self.cause = exc.error_name, str(exc)
+        elif isinstance(exc, SpecError):
+            self.error, self.cause = "States.Runtime", str(exc)
+        else:
+            self.error, self.cause = "States.ItemReaderFailed", f"{type(exc).__name__}: {exc}"
+        log.error("map run %s: %s: %s", self.run_id, self.error, self.cause)
+
+    def _count_start(self, batch: Batch) -> None:
+        self.items.running += batch.size
+        self.executions.running += 1
+
+    def _submit(self, child: _Child) -> None:
+        child_input = child.batch.child_input()
+        if self.checked_inputs < 16:  # a sample: a dumps per child would cost the hot path
+            self._warn_if_too_big_for_aws(child_input)
+        future = self.executor.submit(run_child, self.worker, child_input)
+        timeout = self.spec.timeout_seconds
+        child.deadline = time.monotonic() + timeout if timeout else None
+        self.in_flight[future] = child
+
+    def _wait_some(self) -> set[Future]:
+        timeout = 0.25
+        now = time.monotonic()
+        if self.waiting:
+            timeout = min(timeout, max(0.0, self.waiting[0][0] - now))
+        deadlines = [c.deadline for c in self.in_flight.values() if c.deadline is not None]
+        if deadlines:
+            timeout = min(timeout, max(0.0, min(deadlines) - now))
+        if not self.in_flight:
+            # Nothing running: wait for the planner (or a retry) instead of spinning.
+            batch = self._next_batch(block=True, timeout=max(timeout, 0.001))
+            self.held = batch  # started by the next _fill_slots, keeping source order
+            return set()
+        done, _ = wait(self.in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+        return done
+
+    # -- finishing ---------------------------------------------------------------------------
+    def _finished(self, child: _Child, future: Future) -> None:
+        try:
+            outcome: ChildOutcome = future.result()
+        except Exception as exc:  # the executor itself failed this batch (lost process, pickling)
+            outcome = ChildOutcome(False, None, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+        if outcome.ok:
+            self._final(child, BatchStatus.SUCCEEDED, output=outcome.output)
+        else:
+            self._failed_attempt(child, outcome.error or "States.TaskFailed", outcome.cause or "")
+
+    def _expire_deadlines(self) -> None:
+        now = time.monotonic()
+        expired = [f for f, c in self.in_flight.items() if c.deadline is not None and c.deadline <= now]
+        if not expired:
+            return
+        self.executor.cancel(expired)
+        for future in expired:
+            child = self.in_flight.pop(future)
+            cause = f"child did not finish within TimeoutSeconds={self.spec.timeout_seconds:g}"
+            self._failed_attempt(child, "States.Timeout", cause)
+
+    def _failed_attempt(self, child: _Child, error: str, cause: str) -> None:
+        for number, retrier in enumerate(self.spec.retry):
+            if retrier.matches(error):  # the first matching retrier decides (AWS)
+                used = child.retries.get(number, 0)
+                if used < retrier.max_attempts:
+                    child.retries[number] = used + 1
+                    ready = time.monotonic() + retrier.delay(used + 1, random.random())
+                    heapq.heappush(self.waiting, (ready, next(self._sequence), child))
+                    return
+                break
+        status = BatchStatus.TIMED_OUT if error == "States.Timeout" else BatchStatus.FAILED
+        self._final(child, status, error, cause)
+
+    def _final(self, child: _Child, status: BatchStatus, error: str | None = None,
+               cause: str | None = None, output: Any = None) -> None:  # fmt: skip
+        batch = child.batch
+        self.writer.write(self._record(child, status, error, cause, output))
+        size = batch.size
+        self.items.running -= size
+        self.executions.running -= 1
+        if status == BatchStatus.SUCCEEDED:
+            self.items.succeeded += size
+            self.executions.succeeded += 1
+        elif status == BatchStatus.TIMED_OUT:
+            self.items.timed_out += size
+            self.executions.timed_out += 1
+            self.failed_items += size
+        elif status == BatchStatus.ABORTED:
+            self.items.aborted += size
+            self.executions.aborted += 1
+        else:
+            self.items.failed += size
+            self.executions.failed += 1
+            self.failed_items += size
+        self.items.results_written += size
+        self.executions.results_written += 1
+
+    def _record(self, child: _Child, status: BatchStatus, error: str | None, cause: str | None,
+                output: Any) -> ChildRecord:  # fmt: skip
+        batch = child.batch
+        name = child_name(self.run_id, batch.number, batch.first_index, batch.size)
+        redrivable = status in (BatchStatus.FAILED, BatchStatus.TIMED_OUT, BatchStatus.ABORTED)
+        return ChildRecord(
+            name=name,
+            execution_arn=f"{self.execution_prefix}:{name}",
+            state_machine_arn=self.child_machine_arn,
+            status=status,
+            input=batch.child_input(),
+            first_index=batch.first_index,
+            item_count=batch.size,
+            output=output,
+            error=error,
+            cause=cause,
+            start_date=child.first_start if status != BatchStatus.PENDING else None,
+            stop_date=datetime.now(UTC) if status != BatchStatus.PENDING else None,
+            redrive_status="REDRIVABLE" if redrivable else "NOT_REDRIVABLE",
+            redrive_status_reason=(
+                "Execution is eligible for redrive" if redrivable
+                else f"Execution is {status} and cannot be redriven"
+            ),
+        )  # fmt: skip
+
+    # -- thresholds and stopping -------------------------------------------------------------
+    def _check_thresholds(self, final: bool = False) -> None:
+        if self.error is not None or self.failed_items == 0:
+            return
+        spec = self.spec
+        count, percentage = spec.tolerated_failure_count, spec.tolerated_failure_percentage
+        if count is None and percentage is None:
+            count = 0  # AWS default: any failed item fails the run
+        exceeded = count is not None and self.failed_items > count
+        if not exceeded and percentage is not None:
+            if percentage == 0:
+                exceeded = True
+            elif self._planner_drained() or self.planner.done.is_set() or final:
+                total = self.planner.items
+                exceeded = total > 0 and self.failed_items * 100.0 / total > percentage
+        if exceeded:
+            self.error, self.cause = THRESHOLD_ERROR, THRESHOLD_CAUSE
+
+    def _stop_everything(self) -> None:
+        """Fail fast: running children become ABORTED, unstarted ones PENDING (AWS)."""
+        self.executor.cancel(list(self.in_flight))
+        for child in list(self.in_flight.values()) + [c for _, _, c in self.waiting]:
+            self._final(child, BatchStatus.ABORTED, "States.Aborted",
+                        f"Map Run stopped: {self.error}")  # fmt: skip
+        self.in_flight.clear()
+        self.waiting.clear()
+        while not self._planner_drained():
+            batch = self._next_batch(block=True, timeout=1.0)
+            if batch is not None:
+                self._pending(batch)
+
+    def _pending(self, batch: Batch) -> None:
+        self.writer.write(self._record(_Child(batch, datetime.now(UTC)), BatchStatus.PENDING,
+                                       None, None, None))  # fmt: skip
+        self.items.pending += batch.size
+        self.executions.pending += 1
+
+    def _report_progress(self) -> None:
+        planned_items = self.planner.items
+        self.items.total = max(planned_items, self.items.total)
+        self.executions.total = max(self.planner.executions, self.executions.total)
+        if self.error is None:
+            started = self.items.succeeded + self.items.failed + self.items.timed_out + self.items.running
+            self.items.pending = max(0, planned_items - started - self.items.aborted)
+            started_exec = (self.executions.succeeded + self.executions.failed
+                            + self.executions.timed_out + self.executions.running)  # fmt: skip
+            self.executions.pending = max(0, self.planner.executions - started_exec - self.executions.aborted)
+        if self.on_progress is not None:
+            self.on_progress(
+                RunProgress(self.run_id, self.items, self.executions,
+                            self.planner.done.is_set(), time.monotonic() - self.started_clock,
+                            self.executor.describe())  # fmt: skip
+            )
+

@@ -1,0 +1,41 @@
+"""Executors by name, resolved once with a documented precedence.
+
+Precedence (as dask's ``get_scheduler``): an explicit argument, then ``SHARDMAP_EXECUTOR``,
+then the embedded default ``local``. Names map to ``"module:factory"`` and import on first use,
+so optional dependencies stay optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from runner.errors import ExecutorError
+from runner.executors.base import Executor
+
+__all__ = ["Executor", "get_executor", "known_executors"]
+
+_EXECUTORS: dict[str, str] = {
+    "inline": "runner.executors.local:_inline",
+    "local": "runner.executors.local:LocalExecutor",
+    "processes": "runner.executors.local:_processes",
+    "threads": "runner.executors.local:LocalExecutor",
+}
+
+
+def known_executors() -> list[str]:
+    return sorted(_EXECUTORS)
+
+
+def get_executor(name: str | Executor | None = None, **options: Any) -> Executor:
+    """An executor from a name (``local``, ``threads``, ``processes``, ``inline``) or as given."""
+    if name is not None and not isinstance(name, str):
+        return name
+    name = name or os.environ.get("SHARDMAP_EXECUTOR") or "local"
+    target = _EXECUTORS.get(name)
+    if target is None:
+        raise ExecutorError(f"unknown executor {name!r}; known: {', '.join(known_executors())}")
+    module_name, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(**options)

@@ -1,0 +1,38 @@
+"""The executor contract: run a callable somewhere, hand back a ``concurrent.futures.Future``.
+
+Concurrency limits, retries, timeouts and tolerated-failure decisions live once, in the
+scheduling loop (:mod:`runner.engine`), never in an executor. Executors report through their
+futures; they never touch the writer or the journal. No threads or processes start in
+``__init__``: an executor is opened by ``__enter__`` and closed by ``__exit__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, Protocol, Self, runtime_checkable
+
+__all__ = ["Executor"]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    name: str
+    #: How many batches it can usefully run at once (the loop never keeps more in flight).
+    slots: int
+    #: Whether callables must be importable by name (separate processes or machines).
+    remote: bool
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future: ...
+
+    def cancel(self, futures: Iterable[Future]) -> None:
+        """Best effort: stop these futures' work (unstarted ones never start)."""
+        ...
+
+    def describe(self) -> str:
+        """One line for the progress display (e.g. a dashboard address)."""
+        ...
