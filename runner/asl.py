@@ -18,10 +18,19 @@ __all__ = ["from_asl", "lambda_arn", "to_asl"]
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 _MAP_FIELDS = (
-    "Label", "ItemReader", "ItemsPath", "ItemSelector", "ItemBatcher", "MaxConcurrency",
-    "MaxConcurrencyPath", "ToleratedFailurePercentage", "ToleratedFailurePercentagePath",
-    "ToleratedFailureCount", "ToleratedFailureCountPath", "ResultWriter",
-)  # fmt: skip
+    "Label",
+    "ItemReader",
+    "ItemsPath",
+    "ItemSelector",
+    "ItemBatcher",
+    "MaxConcurrency",
+    "MaxConcurrencyPath",
+    "ToleratedFailurePercentage",
+    "ToleratedFailurePercentagePath",
+    "ToleratedFailureCount",
+    "ToleratedFailureCountPath",
+    "ResultWriter",
+)
 
 
 def lambda_arn(worker: str, region: str = "us-east-1", account: str = "123456789012") -> str:
@@ -30,7 +39,9 @@ def lambda_arn(worker: str, region: str = "us-east-1", account: str = "123456789
     return f"arn:aws:lambda:{region}:{account}:function:shardmap-{safe}"[:140]
 
 
-def to_asl(spec: MapSpec, *, function_arn: str | None = None, state_name: str = "Map") -> dict[str, Any]:
+def to_asl(
+    spec: MapSpec, *, function_arn: str | None = None, state_name: str = "Map"
+) -> dict[str, Any]:
     """A complete state machine whose only state is the Distributed Map of ``spec``."""
     data = spec.to_dict()
     state: dict[str, Any] = {"Type": "Map"}
@@ -43,8 +54,10 @@ def to_asl(spec: MapSpec, *, function_arn: str | None = None, state_name: str = 
     task: dict[str, Any] = {
         "Type": "Task",
         "Resource": LAMBDA_INVOKE,
-        "Parameters": {"FunctionName": function_arn or lambda_arn(spec.worker or "worker"),
-                       "Payload.$": "$"},  # fmt: skip
+        "Parameters": {
+            "FunctionName": function_arn or lambda_arn(spec.worker or "worker"),
+            "Payload.$": "$",
+        },
         "OutputPath": "$.Payload",
         "End": True,
     }
@@ -91,8 +104,12 @@ def _writer_with_parameters(spec: MapSpec) -> dict[str, Any]:
     return out
 
 
-def from_asl(definition: Mapping[str, Any], *, resources: Mapping[str, str] | None = None,
-             worker: str | None = None) -> MapSpec:  # fmt: skip
+def from_asl(
+    definition: Mapping[str, Any],
+    *,
+    resources: Mapping[str, str] | None = None,
+    worker: str | None = None,
+) -> MapSpec:
     """The MapSpec of the one Distributed Map state in ``definition``.
 
     ``resources`` maps the child Task's Lambda ARN (or function name) to a worker name.
@@ -126,10 +143,13 @@ def from_asl(definition: Mapping[str, Any], *, resources: Mapping[str, str] | No
 
 def _distributed_map(states: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
     found = [
-        (name, state) for name, state in states.items()
-        if isinstance(state, Mapping) and state.get("Type") == "Map"
-        and (state.get("ItemProcessor") or {}).get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED"
-    ]  # fmt: skip
+        (name, state)
+        for name, state in states.items()
+        if isinstance(state, Mapping)
+        and state.get("Type") == "Map"
+        and (state.get("ItemProcessor") or {}).get("ProcessorConfig", {}).get("Mode")
+        == "DISTRIBUTED"
+    ]
     if len(found) != 1:
         raise SpecError("States", f"needs exactly one Distributed Map state, found {len(found)}")
     return found[0]
@@ -140,7 +160,9 @@ def _child_task(processor: Mapping[str, Any], path: str) -> Mapping[str, Any]:
     start = processor.get("StartAt")
     task = states.get(start) if isinstance(states, Mapping) else None
     if not isinstance(task, Mapping) or task.get("Type") != "Task":
-        raise SpecError(f"{path}.StartAt", "local runs need the child workflow to start with a Task")
+        raise SpecError(
+            f"{path}.StartAt", "local runs need the child workflow to start with a Task"
+        )
     return task
 
 
@@ -155,4 +177,6 @@ def _worker_for(task: Mapping[str, Any], resources: Mapping[str, str], path: str
         if base in resources:
             return resources[base]
     shown = params.get("FunctionName") or resource
-    raise SpecError(f"{path}.Resource", f"no worker for {shown!r}; map it with --resource ARN=WORKER")
+    raise SpecError(
+        f"{path}.Resource", f"no worker for {shown!r}; map it with --resource ARN=WORKER"
+    )

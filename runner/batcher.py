@@ -74,8 +74,11 @@ def batch_items(
             yield _single(number, index, item, batched=False)
             number += 1
         return
-    overhead = len(dumps({"BatchInput": batch_input, "Items": []} if batch_input is not None
-                         else {"Items": []}).encode())  # fmt: skip
+    overhead = len(
+        dumps(
+            {"BatchInput": batch_input, "Items": []} if batch_input is not None else {"Items": []}
+        ).encode()
+    )
     current: list[Any] = []
     first = 0
     used = overhead
@@ -94,9 +97,15 @@ def batch_items(
                 if current:
                     yield Batch(number, first, current, batch_input)
                     number, current = number + 1, []
-                yield Batch(number, index, [item], batch_input, error="States.DataLimitExceeded",
-                            cause=f"item {index} is {cost} bytes of JSON; MaxInputBytesPerBatch "
-                                  f"is {max_bytes} including the batch envelope")  # fmt: skip
+                yield Batch(
+                    number,
+                    index,
+                    [item],
+                    batch_input,
+                    error="States.DataLimitExceeded",
+                    cause=f"item {index} is {cost} bytes of JSON; MaxInputBytesPerBatch "
+                    f"is {max_bytes} including the batch envelope",
+                )
                 number += 1
                 used = overhead
                 continue

@@ -30,8 +30,9 @@ class ChildOutcome:
     seconds: float = 0.0
 
 
-def run_child(worker: str | Callable[..., Any], child_input: Any, *,
-              allow_import_path: bool = True) -> ChildOutcome:  # fmt: skip
+def run_child(
+    worker: str | Callable[..., Any], child_input: Any, *, allow_import_path: bool = True
+) -> ChildOutcome:
     """Run ``worker`` on ``child_input``; worker errors become a failed outcome."""
     started = time.perf_counter()
     try:
@@ -42,14 +43,17 @@ def run_child(worker: str | Callable[..., Any], child_input: Any, *,
             output = fn(child_input)
         _check_json(output)
     except WorkerError as exc:
-        return ChildOutcome(False, None, exc.error, exc.cause or _cause(exc),
-                            time.perf_counter() - started)  # fmt: skip
+        return ChildOutcome(
+            False, None, exc.error, exc.cause or _cause(exc), time.perf_counter() - started
+        )
     except _NotJson as exc:
-        return ChildOutcome(False, None, "Runtime.MarshalError", _cause(exc),
-                            time.perf_counter() - started)  # fmt: skip
+        return ChildOutcome(
+            False, None, "Runtime.MarshalError", _cause(exc), time.perf_counter() - started
+        )
     except Exception as exc:
-        return ChildOutcome(False, None, type(exc).__name__, _cause(exc),
-                            time.perf_counter() - started)  # fmt: skip
+        return ChildOutcome(
+            False, None, type(exc).__name__, _cause(exc), time.perf_counter() - started
+        )
     return ChildOutcome(True, output, seconds=time.perf_counter() - started)
 
 

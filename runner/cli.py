@@ -32,11 +32,13 @@ class _Usage(click.ClickException):
 @click.option("-v", "--verbose", is_flag=True, help="Log what the runner does.")
 def main(verbose: bool) -> None:
     """shardmap: run one function over every item of a dataset, the Distributed Map way."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
-def _guard(fn):  # noqa: ANN001, ANN202 - a small decorator
+def _guard(fn):
     """Turn shardmap's own errors into ``TypeName: message`` and exit 2; bugs keep tracebacks."""
     import functools
 
@@ -58,45 +60,86 @@ def _guard(fn):  # noqa: ANN001, ANN202 - a small decorator
 @click.option("--input", "run_input", help="Run input as JSON, or @file.json.")
 @click.option("--worker", help="Worker name (or module:function); overrides Worker.")
 @click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [local].")
-@click.option("--resource", multiple=True, metavar="ARN=WORKER",
-              help="For ASL definitions: map a Lambda ARN to a worker.")  # fmt: skip
+@click.option(
+    "--resource",
+    multiple=True,
+    metavar="ARN=WORKER",
+    help="For ASL definitions: map a Lambda ARN to a worker.",
+)
 @_guard
-def run_command(pipeline: str, source: str | None, dest: str | None, run_input: str | None,
-                worker: str | None, executor: str | None, resource: tuple[str, ...]) -> None:  # fmt: skip
+def run_command(
+    pipeline: str,
+    source: str | None,
+    dest: str | None,
+    run_input: str | None,
+    worker: str | None,
+    executor: str | None,
+    resource: tuple[str, ...],
+) -> None:
     """Run a pipeline file (YAML) or an ASL state machine (.json)."""
     resources = dict(_pair(r, "--resource") for r in resource)
     spec = MapSpec.load(pipeline, resources=resources)
-    _execute(spec, source=source, dest=dest, run_input=_parse_input(run_input), worker=worker,
-             executor=executor)  # fmt: skip
+    _execute(
+        spec,
+        source=source,
+        dest=dest,
+        run_input=_parse_input(run_input),
+        worker=worker,
+        executor=executor,
+    )
 
 
 @main.command("map")
 @click.argument("source")
 @click.option("--worker", required=True, help="Registered worker name, or module:function.")
 @click.option("--dest", required=True, help="Results URL (local folder or s3://bucket/prefix).")
-@click.option("--input-type", type=click.Choice(["LISTING", "CSV", "JSON", "JSONL", "PARQUET"]),
-              help="How to read SOURCE (default: a folder/prefix is listed, a file read by suffix).")
+@click.option(
+    "--input-type",
+    type=click.Choice(["LISTING", "CSV", "JSON", "JSONL", "PARQUET"]),
+    help="How to read SOURCE (default: a folder/prefix is listed, a file read by suffix).",
+)
 @click.option("--batch-size", type=click.IntRange(1), help="MaxItemsPerBatch.")
 @click.option("--max-batch-bytes", type=click.IntRange(1), help="MaxInputBytesPerBatch.")
-@click.option("--concurrency", type=click.IntRange(0), default=0, help="MaxConcurrency (0: no limit).")
+@click.option(
+    "--concurrency", type=click.IntRange(0), default=0, help="MaxConcurrency (0: no limit)."
+)
 @click.option("--tolerate", type=click.FloatRange(0, 100), help="ToleratedFailurePercentage.")
 @click.option("--tolerate-count", type=click.IntRange(0), help="ToleratedFailureCount.")
 @click.option("--retries", type=click.IntRange(0), default=0, help="Retry every error this often.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="TimeoutSeconds per batch.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="TimeoutSeconds per batch."
+)
 @click.option("--max-items", type=click.IntRange(1), help="MaxItems.")
 @click.option("--selector", help="ItemSelector as JSON.")
 @click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [local].")
 @_guard
-def map_command(source: str, worker: str, dest: str, input_type: str | None, batch_size: int | None,
-                max_batch_bytes: int | None, concurrency: int, tolerate: float | None,
-                tolerate_count: int | None, retries: int, timeout: float | None,
-                max_items: int | None, selector: str | None, executor: str | None) -> None:  # fmt: skip
+def map_command(
+    source: str,
+    worker: str,
+    dest: str,
+    input_type: str | None,
+    batch_size: int | None,
+    max_batch_bytes: int | None,
+    concurrency: int,
+    tolerate: float | None,
+    tolerate_count: int | None,
+    retries: int,
+    timeout: float | None,
+    max_items: int | None,
+    selector: str | None,
+    executor: str | None,
+) -> None:
     """Ad-hoc run of WORKER over every item of SOURCE (an S3 prefix, a folder or a file)."""
     reader = infer_item_reader(source, input_type)
     if max_items:
         reader.setdefault("ReaderConfig", {})["MaxItems"] = max_items
-    spec: dict[str, Any] = {"Name": "shardmap-map", "Worker": worker, "Source": source,
-                            "ItemReader": reader, "MaxConcurrency": concurrency}  # fmt: skip
+    spec: dict[str, Any] = {
+        "Name": "shardmap-map",
+        "Worker": worker,
+        "Source": source,
+        "ItemReader": reader,
+        "MaxConcurrency": concurrency,
+    }
     batcher: dict[str, Any] = {}
     if batch_size:
         batcher["MaxItemsPerBatch"] = batch_size
@@ -178,9 +221,11 @@ def _summarise(result: MapRunResult) -> None:
     items = result.item_counts
     seconds = (result.stop_date - result.start_date).total_seconds()
     click.echo(f"Map Run {result.status}: {result.map_run_arn}")
-    click.echo(f"  items: {items.succeeded} succeeded, {items.failed} failed, "
-               f"{items.timed_out} timed out, {items.aborted} aborted, {items.pending} pending "
-               f"of {items.total} in {seconds:.1f}s")  # fmt: skip
+    click.echo(
+        f"  items: {items.succeeded} succeeded, {items.failed} failed, "
+        f"{items.timed_out} timed out, {items.aborted} aborted, {items.pending} pending "
+        f"of {items.total} in {seconds:.1f}s"
+    )
     if result.error:
         click.echo(f"  error: {result.error}: {result.cause}")
     for warning in result.warnings:
@@ -193,7 +238,7 @@ class _Progress:
 
     def __init__(self, live: bool) -> None:
         self.live = None
-        self.last_line = 0.0
+        self.last_line = time.monotonic()
         if live:
             from rich.console import Console
             from rich.live import Live
@@ -219,9 +264,11 @@ class _Progress:
         if total and rate > 0:
             eta = f"  ETA {max(0.0, (total - done) / rate):.0f}s"
         of_total = f"/{total}" if total else f"/{items.total}+"
-        return (f"[{progress.executor}] {done}{of_total} items: {items.succeeded} succeeded, "
-                f"{items.failed + items.timed_out} failed, {items.running} running, "
-                f"{items.pending} pending  {rate:,.0f} items/s{eta}")  # fmt: skip
+        return (
+            f"[{progress.executor}] {done}{of_total} items: {items.succeeded} succeeded, "
+            f"{items.failed + items.timed_out} failed, {items.running} running, "
+            f"{items.pending} pending  {rate:,.0f} items/s{eta}"
+        )
 
     def close(self) -> None:
         if self.live is not None:

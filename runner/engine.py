@@ -182,8 +182,15 @@ def run(
     return run.execute()
 
 
-_SUFFIX_TYPES = {".csv": "CSV", ".tsv": "CSV", ".json": "JSON", ".jsonl": "JSONL",
-                 ".ndjson": "JSONL", ".parquet": "PARQUET", ".pq": "PARQUET"}  # fmt: skip
+_SUFFIX_TYPES = {
+    ".csv": "CSV",
+    ".tsv": "CSV",
+    ".json": "JSON",
+    ".jsonl": "JSONL",
+    ".ndjson": "JSONL",
+    ".parquet": "PARQUET",
+    ".pq": "PARQUET",
+}
 
 
 def infer_item_reader(url: str, input_type: str | None = None) -> dict[str, Any]:
@@ -197,8 +204,12 @@ def infer_item_reader(url: str, input_type: str | None = None) -> dict[str, Any]
         name = name.rsplit(".", 1)[0]
     suffix = os.path.splitext(name)[1].lower()
     bucket_only = url.startswith("s3://") and "/" not in url[5:].rstrip("/")
-    is_listing = url.endswith("/") or bucket_only or os.path.isdir(url) or (
-        input_type is None and suffix not in _SUFFIX_TYPES)  # fmt: skip
+    is_listing = (
+        url.endswith("/")
+        or bucket_only
+        or os.path.isdir(url)
+        or (input_type is None and suffix not in _SUFFIX_TYPES)
+    )
     if input_type == "LISTING" or (input_type is None and is_listing):
         return {"Resource": "arn:aws:states:::s3:listObjectsV2"}
     config: dict[str, Any] = {"InputType": input_type or _SUFFIX_TYPES[suffix]}
@@ -246,7 +257,9 @@ def _resolve_paths(spec: MapSpec, run_input: Any) -> MapSpec:
     reader = spec.item_reader
     if reader and reader.reader_config.max_items_path:
         config = reader.reader_config.model_dump(exclude_none=True)
-        config["max_items"] = value(config.pop("max_items_path"), "ItemReader.ReaderConfig.MaxItemsPath")
+        config["max_items"] = value(
+            config.pop("max_items_path"), "ItemReader.ReaderConfig.MaxItemsPath"
+        )
         changes["item_reader"] = {**reader.model_dump(exclude_none=True), "reader_config": config}
     return spec.replace(**changes) if changes else spec
 
@@ -278,7 +291,9 @@ def _source_items(spec: MapSpec, run_input: Any) -> tuple[Iterator[Any], str]:
         if isinstance(items, dict):
             return (KeyedValue(k, v) for k, v in items.items()), "STATE_DATA"
         if not isinstance(items, list):
-            raise SpecError("ItemsPath", f"must select an array or an object, found {type(items).__name__}")
+            raise SpecError(
+                "ItemsPath", f"must select an array or an object, found {type(items).__name__}"
+            )
         return iter(items), "STATE_DATA"
     url = spec.source_url()
     if not url:
@@ -287,7 +302,9 @@ def _source_items(spec: MapSpec, run_input: Any) -> tuple[Iterator[Any], str]:
     return reader.iter_items(url), reader.source_name(url)
 
 
-def _selected(spec: MapSpec, run_input: Any, values: Iterator[Any], source: str) -> Iterator[tuple[int, Any]]:
+def _selected(
+    spec: MapSpec, run_input: Any, values: Iterator[Any], source: str
+) -> Iterator[tuple[int, Any]]:
     """``(index, item)`` after MaxItems and ItemSelector; selection errors become Failed."""
     max_items = spec.item_reader.reader_config.max_items if spec.item_reader else None
     if max_items is not None:
@@ -351,9 +368,18 @@ class _Child:
 
 
 class _MapRun:
-    def __init__(self, spec: MapSpec, *, run_input: Any, executor: Executor, dest_url: str,
-                 run_id: str, on_progress: Callable[[RunProgress], None] | None,
-                 read_ahead_items: int, rollover_bytes: int | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: MapSpec,
+        *,
+        run_input: Any,
+        executor: Executor,
+        dest_url: str,
+        run_id: str,
+        on_progress: Callable[[RunProgress], None] | None,
+        read_ahead_items: int,
+        rollover_bytes: int | None,
+    ) -> None:
         self.spec = spec
         self.run_input = run_input
         self.executor = executor
@@ -368,11 +394,13 @@ class _MapRun:
         writer_config = spec.result_writer.writer_config if spec.result_writer else None
         options = {"rollover_bytes": rollover_bytes} if rollover_bytes else {}
         self.writer = ResultWriter(
-            dest_url, run_id, self.map_run_arn,
+            dest_url,
+            run_id,
+            self.map_run_arn,
             transformation=writer_config.transformation if writer_config else "NONE",
             output_type=writer_config.output_type if writer_config else "JSON",
             **options,
-        )  # fmt: skip
+        )
         self.items = Counts()
         self.executions = Counts()
         self.in_flight: dict[Future, _Child] = {}
@@ -420,12 +448,19 @@ class _MapRun:
             details = self.writer.close()
         stop = datetime.now(UTC)
         return MapRunResult(
-            run_id=self.run_id, map_run_arn=self.map_run_arn, status=status,
-            item_counts=self.items, execution_counts=self.executions,
-            manifest_url=details.manifest_url, output=details.map_state_output(self.map_run_arn),
-            start_date=started, stop_date=stop, error=self.error, cause=self.cause,
+            run_id=self.run_id,
+            map_run_arn=self.map_run_arn,
+            status=status,
+            item_counts=self.items,
+            execution_counts=self.executions,
+            manifest_url=details.manifest_url,
+            output=details.map_state_output(self.map_run_arn),
+            start_date=started,
+            stop_date=stop,
+            error=self.error,
+            cause=self.cause,
             warnings=self.warnings,
-        )  # fmt: skip
+        )
 
     def _worker_callable(self) -> Any:
         if not self.spec.worker:
@@ -465,8 +500,12 @@ class _MapRun:
                 return
             if batch.error:  # failed before it could run: record, never start
                 self._count_start(batch)
-                self._final(_Child(batch, datetime.now(UTC)), BatchStatus.FAILED, batch.error,
-                            batch.cause or "")  # fmt: skip
+                self._final(
+                    _Child(batch, datetime.now(UTC)),
+                    BatchStatus.FAILED,
+                    batch.error,
+                    batch.cause or "",
+                )
                 continue
             self._count_start(batch)
             self._submit(_Child(batch, datetime.now(UTC)))
@@ -475,8 +514,10 @@ class _MapRun:
         self.checked_inputs += 1
         size = len(dumps(child_input).encode())
         if size > AWS_MAX_CHILD_INPUT_BYTES and not any("256 KiB" in w for w in self.warnings):
-            message = (f"a child input is {size} bytes; AWS rejects child inputs over 256 KiB "
-                       "(lower ItemBatcher.MaxItemsPerBatch or set MaxInputBytesPerBatch)")
+            message = (
+                f"a child input is {size} bytes; AWS rejects child inputs over 256 KiB "
+                "(lower ItemBatcher.MaxItemsPerBatch or set MaxInputBytesPerBatch)"
+            )
             self.warnings.append(message)
             log.warning(message)
 
@@ -551,7 +592,9 @@ class _MapRun:
 
     def _expire_deadlines(self) -> None:
         now = time.monotonic()
-        expired = [f for f, c in self.in_flight.items() if c.deadline is not None and c.deadline <= now]
+        expired = [
+            f for f, c in self.in_flight.items() if c.deadline is not None and c.deadline <= now
+        ]
         if not expired:
             return
         self.executor.cancel(expired)
@@ -573,8 +616,14 @@ class _MapRun:
         status = BatchStatus.TIMED_OUT if error == "States.Timeout" else BatchStatus.FAILED
         self._final(child, status, error, cause)
 
-    def _final(self, child: _Child, status: BatchStatus, error: str | None = None,
-               cause: str | None = None, output: Any = None) -> None:  # fmt: skip
+    def _final(
+        self,
+        child: _Child,
+        status: BatchStatus,
+        error: str | None = None,
+        cause: str | None = None,
+        output: Any = None,
+    ) -> None:
         batch = child.batch
         self.writer.write(self._record(child, status, error, cause, output))
         size = batch.size
@@ -597,8 +646,9 @@ class _MapRun:
         self.items.results_written += size
         self.executions.results_written += 1
 
-    def _record(self, child: _Child, status: BatchStatus, error: str | None, cause: str | None,
-                output: Any) -> ChildRecord:  # fmt: skip
+    def _record(
+        self, child: _Child, status: BatchStatus, error: str | None, cause: str | None, output: Any
+    ) -> ChildRecord:
         batch = child.batch
         name = child_name(self.run_id, batch.number, batch.first_index, batch.size)
         redrivable = status in (BatchStatus.FAILED, BatchStatus.TIMED_OUT, BatchStatus.ABORTED)
@@ -617,10 +667,11 @@ class _MapRun:
             stop_date=datetime.now(UTC) if status != BatchStatus.PENDING else None,
             redrive_status="REDRIVABLE" if redrivable else "NOT_REDRIVABLE",
             redrive_status_reason=(
-                "Execution is eligible for redrive" if redrivable
+                "Execution is eligible for redrive"
+                if redrivable
                 else f"Execution is {status} and cannot be redriven"
             ),
-        )  # fmt: skip
+        )
 
     # -- thresholds and stopping -------------------------------------------------------------
     def _check_thresholds(self, final: bool = False) -> None:
@@ -644,8 +695,9 @@ class _MapRun:
         """Fail fast: running children become ABORTED, unstarted ones PENDING (AWS)."""
         self.executor.cancel(list(self.in_flight))
         for child in list(self.in_flight.values()) + [c for _, _, c in self.waiting]:
-            self._final(child, BatchStatus.ABORTED, "States.Aborted",
-                        f"Map Run stopped: {self.error}")  # fmt: skip
+            self._final(
+                child, BatchStatus.ABORTED, "States.Aborted", f"Map Run stopped: {self.error}"
+            )
         self.in_flight.clear()
         self.waiting.clear()
         while not self._planner_drained():
@@ -654,8 +706,9 @@ class _MapRun:
                 self._pending(batch)
 
     def _pending(self, batch: Batch) -> None:
-        self.writer.write(self._record(_Child(batch, datetime.now(UTC)), BatchStatus.PENDING,
-                                       None, None, None))  # fmt: skip
+        self.writer.write(
+            self._record(_Child(batch, datetime.now(UTC)), BatchStatus.PENDING, None, None, None)
+        )
         self.items.pending += batch.size
         self.executions.pending += 1
 
@@ -664,15 +717,27 @@ class _MapRun:
         self.items.total = max(planned_items, self.items.total)
         self.executions.total = max(self.planner.executions, self.executions.total)
         if self.error is None:
-            started = self.items.succeeded + self.items.failed + self.items.timed_out + self.items.running
+            started = (
+                self.items.succeeded + self.items.failed + self.items.timed_out + self.items.running
+            )
             self.items.pending = max(0, planned_items - started - self.items.aborted)
-            started_exec = (self.executions.succeeded + self.executions.failed
-                            + self.executions.timed_out + self.executions.running)  # fmt: skip
-            self.executions.pending = max(0, self.planner.executions - started_exec - self.executions.aborted)
+            started_exec = (
+                self.executions.succeeded
+                + self.executions.failed
+                + self.executions.timed_out
+                + self.executions.running
+            )
+            self.executions.pending = max(
+                0, self.planner.executions - started_exec - self.executions.aborted
+            )
         if self.on_progress is not None:
             self.on_progress(
-                RunProgress(self.run_id, self.items, self.executions,
-                            self.planner.done.is_set(), time.monotonic() - self.started_clock,
-                            self.executor.describe())  # fmt: skip
+                RunProgress(
+                    self.run_id,
+                    self.items,
+                    self.executions,
+                    self.planner.done.is_set(),
+                    time.monotonic() - self.started_clock,
+                    self.executor.describe(),
+                )
             )
-

@@ -5,9 +5,9 @@
     ShardmapError
     ├── SpecError (ValueError)            the user must fix a pipeline / ASL definition
     ├── WorkerNotFound (LookupError)      an unknown worker name or import path
-    ├── ReaderError                       a reader met bad or missing data  -> States.ItemReaderFailed
+    ├── ReaderError                       bad or missing input  -> States.ItemReaderFailed
     │   └── InputNotFound (FileNotFoundError)   bucket, key or file missing
-    ├── WriterError                       results could not be written      -> States.ResultWriterFailed
+    ├── WriterError                       results not written   -> States.ResultWriterFailed
     ├── ExecutorError                     an executor could not run batches
     └── RunFailed                         the map run ended FAILED (carries Error and Cause)
 

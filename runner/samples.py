@@ -10,8 +10,10 @@ import fsspec
 
 __all__ = ["write_demo"]
 
-_WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
-          "november oscar papa quebec romeo sierra tango uniform victor whiskey xray").split()  # fmt: skip
+_WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+    "oscar papa quebec romeo sierra tango uniform victor whiskey xray"
+).split()
 
 
 def write_demo(dest_url: str, count: int = 2000, seed: int = 7) -> int:

@@ -64,7 +64,9 @@ class ReaderConfigSpec(_Model):
     input_type: Literal["CSV", "JSON", "JSONL", "PARQUET", "MANIFEST"] | None = Field(
         None, alias="InputType"
     )
-    csv_header_location: Literal["FIRST_ROW", "GIVEN"] = Field("FIRST_ROW", alias="CSVHeaderLocation")
+    csv_header_location: Literal["FIRST_ROW", "GIVEN"] = Field(
+        "FIRST_ROW", alias="CSVHeaderLocation"
+    )
     csv_headers: tuple[str, ...] | None = Field(None, alias="CSVHeaders")
     csv_delimiter: Literal["COMMA", "PIPE", "SEMICOLON", "SPACE", "TAB"] = Field(
         "COMMA", alias="CSVDelimiter"
@@ -96,17 +98,25 @@ class ReaderConfigSpec(_Model):
             raise SpecError("CSVHeaders", "required when CSVHeaderLocation is GIVEN")
         if self.csv_headers is not None and len(set(self.csv_headers)) != len(self.csv_headers):
             raise SpecError("CSVHeaders", "CSV headers cannot contain duplicates.")
-        if self.manifest_type == "ATHENA_DATA" and self.input_type not in ("CSV", "JSONL", "PARQUET"):
+        if self.manifest_type == "ATHENA_DATA" and self.input_type not in (
+            "CSV",
+            "JSONL",
+            "PARQUET",
+        ):
             raise SpecError("InputType", "must be CSV, JSONL or PARQUET with ATHENA_DATA")
-        if self.manifest_type == "ATHENA_DATA" and self.input_type == "CSV" and not self.csv_headers:
+        if (
+            self.manifest_type == "ATHENA_DATA"
+            and self.input_type == "CSV"
+            and not self.csv_headers
+        ):
             raise SpecError("CSVHeaders", "required for ATHENA_DATA CSV (it has no header row)")
         return self
 
 
 class ItemReader(_Model):
-    resource: Literal[
-        "arn:aws:states:::s3:listObjectsV2", "arn:aws:states:::s3:getObject"
-    ] | None = Field(None, alias="Resource")
+    resource: (
+        Literal["arn:aws:states:::s3:listObjectsV2", "arn:aws:states:::s3:getObject"] | None
+    ) = Field(None, alias="Resource")
     reader_config: ReaderConfigSpec = Field(default_factory=ReaderConfigSpec, alias="ReaderConfig")
     parameters: dict[str, Any] | None = Field(None, alias="Parameters")
 
@@ -205,7 +215,9 @@ class MapSpec(_Model):
     max_concurrency: int = Field(0, alias="MaxConcurrency", ge=0)
     max_concurrency_path: str | None = Field(None, alias="MaxConcurrencyPath")
     tolerated_failure_percentage: float | None = Field(None, alias="ToleratedFailurePercentage")
-    tolerated_failure_percentage_path: str | None = Field(None, alias="ToleratedFailurePercentagePath")
+    tolerated_failure_percentage_path: str | None = Field(
+        None, alias="ToleratedFailurePercentagePath"
+    )
     tolerated_failure_count: int | None = Field(None, alias="ToleratedFailureCount")
     tolerated_failure_count_path: str | None = Field(None, alias="ToleratedFailureCountPath")
     retry: tuple[Retrier, ...] = Field((), alias="Retry")
@@ -234,8 +246,9 @@ class MapSpec(_Model):
             if "States.ALL" in retrier.error_equals and (
                 len(retrier.error_equals) > 1 or number != len(retriers) - 1
             ):
-                raise SpecError(f"{number}.ErrorEquals",
-                                "States.ALL must appear alone, in the last retrier")  # fmt: skip
+                raise SpecError(
+                    f"{number}.ErrorEquals", "States.ALL must appear alone, in the last retrier"
+                )
         return retriers
 
     @model_validator(mode="after")
@@ -248,11 +261,15 @@ class MapSpec(_Model):
         reader = self.item_reader
         if reader and reader.reader_config.transformation == "LOAD_AND_FLATTEN":
             if reader.resource == GET_OBJECT:
-                raise SpecError("ItemReader.ReaderConfig.Transformation",
-                                "LOAD_AND_FLATTEN needs the listObjectsV2 resource")  # fmt: skip
+                raise SpecError(
+                    "ItemReader.ReaderConfig.Transformation",
+                    "LOAD_AND_FLATTEN needs the listObjectsV2 resource",
+                )
             if reader.reader_config.input_type in (None, "MANIFEST"):
-                raise SpecError("ItemReader.ReaderConfig.InputType",
-                                "LOAD_AND_FLATTEN needs CSV, JSON, JSONL or PARQUET")  # fmt: skip
+                raise SpecError(
+                    "ItemReader.ReaderConfig.InputType",
+                    "LOAD_AND_FLATTEN needs CSV, JSON, JSONL or PARQUET",
+                )
         return self
 
     # -- loading and saving -------------------------------------------------------------
@@ -312,7 +329,7 @@ class MapSpec(_Model):
         return config.input_type
 
     def source_url(self) -> str | None:
-        """``Source``, or ``s3://Bucket/Key`` / ``s3://Bucket/Prefix`` from ItemReader.Parameters."""
+        """``Source``, else ``s3://Bucket/Key`` (or ``/Prefix``) from ItemReader.Parameters."""
         if self.source:
             return self.source
         params = self.item_reader.parameters if self.item_reader else None
@@ -334,8 +351,10 @@ class MapSpec(_Model):
         """Settings that run locally but would break AWS's limits."""
         warnings = []
         batcher = self.item_batcher
-        if batcher and batcher.max_input_bytes_per_batch and (
-            batcher.max_input_bytes_per_batch > AWS_MAX_BATCH_BYTES
+        if (
+            batcher
+            and batcher.max_input_bytes_per_batch
+            and (batcher.max_input_bytes_per_batch > AWS_MAX_BATCH_BYTES)
         ):
             warnings.append(
                 f"ItemBatcher.MaxInputBytesPerBatch: {batcher.max_input_bytes_per_batch} is over "

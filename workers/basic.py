@@ -23,7 +23,7 @@ def object_stats(event: dict[str, Any]) -> list[dict[str, Any]]:
     The objects are found under ``BatchInput.Source`` (``S3://bucket`` or a local folder),
     which ``shardmap map`` sets for listings; an item may also carry its own ``Source``.
     """
-    items = event["Items"] if "Items" in event else [event]
+    items = event.get("Items", [event])
     default_source = (event.get("BatchInput") or {}).get("Source")
     stats = []
     for item in items:
@@ -36,15 +36,19 @@ def object_stats(event: dict[str, Any]) -> list[dict[str, Any]]:
         content_type = info.get("ContentType") or mimetypes.guess_type(item["Key"])[0]
         etag = info.get("ETag") or item.get("Etag")
         stats.append(
-            {"Key": item["Key"], "Size": info["size"], "Etag": etag,
-             "ContentType": content_type or "application/octet-stream"}
-        )  # fmt: skip
+            {
+                "Key": item["Key"],
+                "Size": info["size"],
+                "Etag": etag,
+                "ContentType": content_type or "application/octet-stream",
+            }
+        )
     return stats
 
 
 def fail_some(event: dict[str, Any]) -> list[Any]:
     """Echo items, but raise when an item has ``"fail": true`` (for trying failure handling)."""
-    items = event["Items"] if "Items" in event else [event]
+    items = event.get("Items", [event])
     bad = [item for item in items if isinstance(item, dict) and item.get("fail")]
     if bad:
         raise ValueError(f"{len(bad)} item(s) asked to fail, first: {bad[0]}")

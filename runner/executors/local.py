@@ -35,7 +35,9 @@ class LocalExecutor:
 
     def __init__(self, mode: Mode = "threads", max_workers: int | None = None) -> None:
         if mode not in ("threads", "processes", "inline"):
-            raise ExecutorError(f"local executor mode must be threads, processes or inline: {mode!r}")
+            raise ExecutorError(
+                f"local executor mode must be threads, processes or inline: {mode!r}"
+            )
         self.mode = mode
         cores = os.cpu_count() or 1
         default = cores if mode == "processes" else min(32, cores + 4)
