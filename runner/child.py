@@ -71,10 +71,14 @@ class _NotJson(TypeError):
 
 def _check_json(output: Any) -> None:
     # Only containers can hide a non-JSON value; scalars are checked by type.
-    if output is None or isinstance(output, str | int | float | bool):
+    if output is None or isinstance(output, str | int | bool):
+        return
+    if isinstance(output, float):
+        if output != output or output in (float("inf"), float("-inf")):
+            raise _NotJson(f"worker output {output} is not valid JSON")
         return
     try:
-        json.dumps(output)
+        json.dumps(output, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise _NotJson(f"worker output is not JSON-serialisable: {exc}") from None
 

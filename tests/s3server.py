@@ -82,17 +82,28 @@ def start_seaweedfs(timeout: float = 60.0) -> S3Server:
     weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
     data_dir = Path(tempfile.mkdtemp(prefix="shardmap-s3-"))
     names = [
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-        "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "webdav.port",
-        "admin.port", "admin.port.grpc", "s3.port.iceberg", "s3.port.lance",
-    ]  # fmt: skip
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port",
+        "s3.port.grpc",
+        "webdav.port",
+        "admin.port",
+        "admin.port.grpc",
+        "s3.port.iceberg",
+        "s3.port.lance",
+    ]
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     args = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
     args += [f"-{name}={port}" for name, port in ports.items()]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     log = open(data_dir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the server
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", process, data_dir)
     deadline = time.monotonic() + timeout
     client = server.client()

@@ -7,8 +7,10 @@ def test_boto3_s3fs_and_pyarrow_reach_the_same_server(s3_server, bucket, s3_clie
     with fsspec.open(f"s3://{bucket}/a/b.txt", "rb") as f:
         assert f.read() == b"hello"
     fs = pafs.S3FileSystem(
-        endpoint_override=s3_server.endpoint_url, scheme="http",
-        access_key="shardmap-test", secret_key="shardmap-test-secret",
-    )  # fmt: skip
+        endpoint_override=s3_server.endpoint_url,
+        scheme="http",
+        access_key="shardmap-test",
+        secret_key="shardmap-test-secret",
+    )
     with fs.open_input_stream(f"{bucket}/a/b.txt") as f:
         assert f.read() == b"hello"
