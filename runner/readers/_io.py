@@ -1,4 +1,4 @@
-"""Thin URL handling for readers: URL in, ``(fs, path)`` out; compressed inputs opened transparently.
+"""Thin URL handling for readers: URL in, ``(fs, path)`` out; gzip/zstd opened transparently.
 
 All storage access goes through fsspec, so ``s3://``, local paths and ``memory://`` work alike.
 Missing buckets, keys and files become :class:`runner.errors.InputNotFound` naming the URL.
@@ -50,7 +50,9 @@ def open_binary(
     compression = compression_of(url) if decompress else None
     try:
         fs, path = filesystem(url, storage_options)
-        raw = fs.open(path, "rb", block_size=block_size) if not _is_local(fs) else fs.open(path, "rb")
+        raw = (
+            fs.open(path, "rb", block_size=block_size) if not _is_local(fs) else fs.open(path, "rb")
+        )
     except FileNotFoundError as exc:
         raise InputNotFound(url) from exc
     except OSError as exc:  # permission, bucket missing on some servers, network

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from runner.errors import SpecError
 
-__all__ = ["KeyedValue", "ReaderConfig", "Shard", "ItemReader", "get_reader", "known_input_types"]
+__all__ = ["ItemReader", "KeyedValue", "ReaderConfig", "Shard", "get_reader", "known_input_types"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,9 @@ class ReaderConfig:
     items_pointer: str | None = None  # JSON Pointer, e.g. /inventory/items
     manifest_type: str | None = None  # S3_INVENTORY | ATHENA_DATA
     transformation: str = "NONE"  # NONE | LOAD_AND_FLATTEN (listing only)
-    inner_input_type: str | None = None  # InputType of each object read under LOAD_AND_FLATTEN or ATHENA_DATA
+    inner_input_type: str | None = (
+        None  # InputType of each object read under LOAD_AND_FLATTEN or ATHENA_DATA
+    )
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
 
