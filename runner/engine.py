@@ -693,6 +693,7 @@ class _MapRun:
 
     def _stop_everything(self) -> None:
         """Fail fast: running children become ABORTED, unstarted ones PENDING (AWS)."""
+        self.items.pending = self.executions.pending = 0  # recounted as PENDING records go out
         self.executor.cancel(list(self.in_flight))
         for child in list(self.in_flight.values()) + [c for _, _, c in self.waiting]:
             self._final(

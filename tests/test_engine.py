@@ -430,7 +430,7 @@ def test_columnar_worker_gets_a_table(tmp_path: Path) -> None:
     )
     result = run(spec, executor="processes")
     outputs = [json.loads(r["Output"]) for r in result_records(result.manifest_url, "SUCCEEDED")]
-    assert sorted(o["sum"] for o in outputs) == [45, 145, 110]
+    assert sorted(o["sum"] for o in outputs) == [45, 110, 145]
     assert {o["batch_input"]["b"] for o in outputs} == {1}
 
 
