@@ -24,7 +24,7 @@ __all__ = ["ChildOutcome", "run_child"]
 @dataclass(slots=True)
 class ChildOutcome:
     ok: bool
-    output: Any = None
+    output_json: str | None = None  # encoded where the worker ran: once, and cheap to ship
     error: str | None = None
     cause: str | None = None
     seconds: float = 0.0
@@ -41,7 +41,7 @@ def run_child(
             output = fn(*_columnar_args(child_input))
         else:
             output = fn(child_input)
-        _check_json(output)
+        output_json = _encode(output)
     except WorkerError as exc:
         return ChildOutcome(
             False, None, exc.error, exc.cause or _cause(exc), time.perf_counter() - started
@@ -54,7 +54,7 @@ def run_child(
         return ChildOutcome(
             False, None, type(exc).__name__, _cause(exc), time.perf_counter() - started
         )
-    return ChildOutcome(True, output, seconds=time.perf_counter() - started)
+    return ChildOutcome(True, output_json, seconds=time.perf_counter() - started)
 
 
 def _columnar_args(child_input: Any) -> tuple[Any, Any]:
@@ -69,18 +69,15 @@ class _NotJson(TypeError):
     pass
 
 
-def _check_json(output: Any) -> None:
-    # Only containers can hide a non-JSON value; scalars are checked by type.
-    if output is None or isinstance(output, str | int | bool):
-        return
-    if isinstance(output, float):
-        if output != output or output in (float("inf"), float("-inf")):
-            raise _NotJson(f"worker output {output} is not valid JSON")
-        return
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _encode(output: Any) -> str:
+    """The output as compact JSON; NaN, Infinity and non-JSON types are the worker's error."""
     try:
-        json.dumps(output, allow_nan=False)
+        return _ENCODER.encode(output)
     except (TypeError, ValueError) as exc:
-        raise _NotJson(f"worker output is not JSON-serialisable: {exc}") from None
+        raise _NotJson(f"worker output is not valid JSON: {exc}") from None
 
 
 def _cause(exc: BaseException) -> str:

@@ -327,6 +327,45 @@ def _selected(
             yield index, Failed("States.Runtime", cause)
 
 
+def plan_batches(spec: MapSpec, run_input: Any) -> Iterator[Batch]:
+    """Every batch of the run, in source order (reader -> MaxItems -> ItemSelector -> batcher)."""
+    values, source = _source_items(spec, run_input)
+    batcher = spec.item_batcher
+    if (
+        batcher is not None
+        and batcher.max_items_per_batch
+        and batcher.max_input_bytes_per_batch is None
+        and spec.item_selector is None
+        and not _may_yield_pairs(spec)
+    ):
+        # The common case needs no per-item Python work: slice the stream in C.
+        max_items = spec.item_reader.reader_config.max_items if spec.item_reader else None
+        if max_items is not None:
+            values = itertools.islice(values, max_items)
+        return _sliced_batches(values, batcher.max_items_per_batch, batcher.batch_input)
+    return batch_items(
+        _selected(spec, run_input, values, source),
+        max_items=batcher.max_items_per_batch if batcher else None,
+        max_bytes=batcher.max_input_bytes_per_batch if batcher else None,
+        batch_input=batcher.batch_input if batcher else None,
+        batched=batcher is not None,
+    )
+
+
+def _may_yield_pairs(spec: MapSpec) -> bool:
+    """Whether items can be JSON-object pairs (KeyedValue), which need converting."""
+    if spec.item_reader is None:
+        return True  # ItemsPath may select an object
+    config = spec.item_reader.reader_config
+    return config.input_type in (None, "JSON")
+
+
+def _sliced_batches(values: Iterator[Any], size: int, batch_input: Any) -> Iterator[Batch]:
+    chunks = iter(lambda: list(itertools.islice(values, size)), [])
+    for number, chunk in enumerate(chunks):
+        yield Batch(number, number * size, chunk, batch_input)
+
+
 _DONE = object()
 
 
@@ -419,15 +458,8 @@ class _MapRun:
         started, clock = datetime.now(UTC), time.monotonic()
         self.started_clock = clock
         self.worker = self._worker_callable()
-        values, source = _source_items(self.spec, self.run_input)
+        batches = plan_batches(self.spec, self.run_input)
         batcher = self.spec.item_batcher
-        batches = batch_items(
-            _selected(self.spec, self.run_input, values, source),
-            max_items=batcher.max_items_per_batch if batcher else None,
-            max_bytes=batcher.max_input_bytes_per_batch if batcher else None,
-            batch_input=batcher.batch_input if batcher else None,
-            batched=batcher is not None,
-        )
         per_batch = (batcher.max_items_per_batch or 1) if batcher else 1
         self.planner = _Planner(batches, max(64, self.read_ahead_items // per_batch))
         status = RunStatus.SUCCEEDED
@@ -586,7 +618,7 @@ class _MapRun:
         except Exception as exc:  # the executor itself failed this batch (lost process, pickling)
             outcome = ChildOutcome(False, None, type(exc).__name__, f"{type(exc).__name__}: {exc}")
         if outcome.ok:
-            self._final(child, BatchStatus.SUCCEEDED, output=outcome.output)
+            self._final(child, BatchStatus.SUCCEEDED, output_json=outcome.output_json)
         else:
             self._failed_attempt(child, outcome.error or "States.TaskFailed", outcome.cause or "")
 
@@ -622,10 +654,10 @@ class _MapRun:
         status: BatchStatus,
         error: str | None = None,
         cause: str | None = None,
-        output: Any = None,
+        output_json: str | None = None,
     ) -> None:
         batch = child.batch
-        self.writer.write(self._record(child, status, error, cause, output))
+        self.writer.write(self._record(child, status, error, cause, output_json))
         size = batch.size
         self.items.running -= size
         self.executions.running -= 1
@@ -647,7 +679,12 @@ class _MapRun:
         self.executions.results_written += 1
 
     def _record(
-        self, child: _Child, status: BatchStatus, error: str | None, cause: str | None, output: Any
+        self,
+        child: _Child,
+        status: BatchStatus,
+        error: str | None,
+        cause: str | None,
+        output_json: str | None,
     ) -> ChildRecord:
         batch = child.batch
         name = child_name(self.run_id, batch.number, batch.first_index, batch.size)
@@ -660,7 +697,7 @@ class _MapRun:
             input=batch.child_input(),
             first_index=batch.first_index,
             item_count=batch.size,
-            output=output,
+            output_json=output_json,
             error=error,
             cause=cause,
             start_date=child.first_start if status != BatchStatus.PENDING else None,

@@ -36,14 +36,16 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import ijson
-import pandas as pd
 from fsspec.core import url_to_fs
 
 from runner.errors import InputNotFound, ReaderError, SpecError, WriterError
 from runner.types import BatchStatus, ChildRecord
+
+if TYPE_CHECKING:  # pandas costs half a second to import; only loaders need it
+    import pandas as pd
 
 __all__ = [
     "ResultWriter",
@@ -270,9 +272,10 @@ class ResultWriter:
     def _values_of(self, record: ChildRecord, kind: str) -> list[Any]:
         if kind != "SUCCEEDED" or self.transformation == "NONE":
             return [_none_record(record)]
-        if self.transformation == "FLATTEN" and isinstance(record.output, list):
-            return record.output
-        return [record.output]
+        output = record.output if record.output_json is None else json.loads(record.output_json)
+        if self.transformation == "FLATTEN" and isinstance(output, list):
+            return output
+        return [output]
 
     def _key(self, name: str) -> str:
         return posixpath.join(self._key_prefix, self.map_run_id, name)
@@ -417,7 +420,11 @@ def _none_record(record: ChildRecord) -> dict[str, Any]:
     )
     body.update(_redrive_fields(record, status))
     if status is BatchStatus.SUCCEEDED:
-        body["Output"] = _json_text(record.output, record.name, "output")
+        body["Output"] = (
+            record.output_json
+            if record.output_json is not None
+            else _json_text(record.output, record.name, "output")
+        )
     elif status is not BatchStatus.PENDING:
         body["Error"] = record.error or ""
         body["Cause"] = record.cause or ""
@@ -542,6 +549,8 @@ def load_results(
 
 
 def _frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    import pandas as pd
+
     data: dict[str, Any] = {"index": pd.array(columns["index"], dtype="Int64")}
     for name in ("item", "batch_input", "output"):
         data[name] = pd.Series(columns[name], dtype=object)
@@ -615,6 +624,8 @@ def _sniff_jsonl(fs: Any, path: str) -> bool:
 
 
 def _rows_of(kind: str, value: Any) -> Iterator[tuple[Any, ...]]:
+    import pandas as pd
+
     if isinstance(value, dict) and value.keys() >= _RECORD_KEYS:
         yield from _record_rows(value)
     else:  # a COMPACT/FLATTEN output: nothing ties it to an item
@@ -622,6 +633,8 @@ def _rows_of(kind: str, value: Any) -> Iterator[tuple[Any, ...]]:
 
 
 def _record_rows(record: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+    import pandas as pd
+
     named = parse_child_name(record.get("Name"))
     items, batch_input, batched = _items_of(record, named)
     output = _embedded_json(record, "Output", "OutputDetails")
@@ -641,6 +654,8 @@ def _record_rows(record: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
 
 def _items_of(record: dict[str, Any], named: tuple[int, int] | None) -> tuple[list, Any, bool]:
     """``(items, batch_input, batched)`` of one child's input."""
+    import pandas as pd
+
     missing = object()
     value = _embedded_json(record, "Input", "InputDetails", missing)
     if value is missing:  # input not included: only the name can say how many items
