@@ -485,3 +485,71 @@ def test_s3_source_and_s3_destination(s3_server, bucket: str) -> None:
     }
     frame = load_results(result.manifest_url)
     assert list(frame["index"]) == list(range(250))
+
+
+def test_a_hung_process_batch_times_out_and_the_run_ends(tmp_path: Path) -> None:
+    source = write_jsonl(
+        str(tmp_path / "items.jsonl"), [{"n": n, "hang": n == 1} for n in range(6)]
+    )
+    spec = spec_for(
+        source,
+        str(tmp_path / "out"),
+        f"{W}:hang",
+        ItemBatcher={"MaxItemsPerBatch": 1},
+        TimeoutSeconds=1,
+        ToleratedFailureCount=1,
+    )
+    result = run(spec, executor="processes")  # would wait an hour if the pool waited for it
+    assert result.succeeded and result.item_counts.timed_out == 1
+    assert (result.stop_date - result.start_date).total_seconds() < 60
+
+
+@pytest.mark.parametrize(
+    "case", ["csv-quote", "json-scalar", "parquet-truncated", "gzip-truncated"]
+)
+def test_bad_input_fails_the_run_naming_file_and_position(case: str, tmp_path: Path) -> None:
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if case == "csv-quote":
+        path = tmp_path / "rows.csv"
+        path.write_text("n,name\n" + "".join(f"{n},x{n}\n" for n in range(50)) + '51,"bad"x\n')
+        position = "line 52"
+    elif case == "json-scalar":
+        path = tmp_path / "items.json"
+        path.write_text("42")
+        position = "number"
+    elif case == "parquet-truncated":
+        path = tmp_path / "items.parquet"
+        pq.write_table(pa.table({"n": list(range(100))}), path)
+        path.write_bytes(path.read_bytes()[:-20])
+        position = "footer"
+    else:
+        path = tmp_path / "items.jsonl.gz"
+        body = "".join(json.dumps({"n": n}) + "\n" for n in range(20000)).encode()
+        path.write_bytes(gzip.compress(body)[:3000])
+        position = "truncated"
+    spec = MapSpec.from_dict(
+        {
+            "Worker": "echo",
+            "Source": str(path),
+            "ItemBatcher": {"MaxItemsPerBatch": 10},
+            "ResultWriter": {"Destination": str(tmp_path / "out")},
+        }
+    )
+    result = run(spec, executor="threads")
+    assert result.status == RunStatus.FAILED and result.error == "States.ItemReaderFailed"
+    assert str(path) in result.cause and position in result.cause, result.cause
+    frame = load_results(result.manifest_url)  # the manifest exists; what was read is kept
+    if case == "csv-quote":
+        assert sorted(frame["index"]) == list(range(50))
+        assert set(frame["status"]) <= {"SUCCEEDED", "ABORTED", "PENDING"}
+
+
+def test_missing_key_and_bucket_on_s3(s3_server, bucket: str, tmp_path: Path) -> None:
+    for url in (f"s3://{bucket}/nope.jsonl", "s3://no-such-bucket-here/items.jsonl"):
+        spec = spec_for(url, str(tmp_path / "out"), "echo", ItemBatcher={"MaxItemsPerBatch": 5})
+        result = run(spec, executor="threads")
+        assert result.error == "States.ItemReaderFailed" and url in result.cause

@@ -75,3 +75,10 @@ def column_sum(table: Any, batch_input: Any) -> dict[str, Any]:
 
 def not_json(event: dict[str, Any]) -> Any:
     return {"bad": object()}
+
+
+def hang(event: dict[str, Any]) -> list[Any]:
+    """Never returns in time when an item says ``hang: true`` (a stuck batch)."""
+    if any(item.get("hang") for item in event["Items"]):
+        time.sleep(3600)
+    return [item["n"] for item in event["Items"]]

@@ -44,6 +44,7 @@ class LocalExecutor:
         self.slots = 1 if mode == "inline" else max(1, max_workers or default)
         self.remote = mode == "processes"
         self._pool: _PoolExecutor | None = None
+        self._abandoned = 0  # running work that was cancelled (timed out) but cannot be stopped
 
     def __enter__(self) -> Self:
         if self.mode == "threads":
@@ -55,10 +56,18 @@ class LocalExecutor:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._pool is not None:
-            # Timed-out thread work cannot be interrupted; do not wait for it on the way out.
-            self._pool.shutdown(wait=self.mode != "threads", cancel_futures=True)
-            self._pool = None
+        if self._pool is None:
+            return
+        if self.mode == "processes" and self._abandoned:
+            # A timed-out batch may never return; end its process rather than wait forever.
+            # ProcessPoolExecutor has no public way to stop running work.
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+        # Timed-out thread work cannot be interrupted; do not wait for it on the way out.
+        self._pool.shutdown(
+            wait=self.mode == "processes" and not self._abandoned, cancel_futures=True
+        )
+        self._pool = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         if self._pool is None:
@@ -67,7 +76,8 @@ class LocalExecutor:
 
     def cancel(self, futures: Iterable[Future]) -> None:
         for future in futures:
-            future.cancel()
+            if not future.cancel() and not future.done():
+                self._abandoned += 1
 
     def describe(self) -> str:
         return f"local {self.mode} x{self.slots}"

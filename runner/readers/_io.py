@@ -7,15 +7,26 @@ Missing buckets, keys and files become :class:`runner.errors.InputNotFound` nami
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 import fsspec
 from fsspec.core import url_to_fs
 
-from runner.errors import InputNotFound, ReaderError
+from runner.errors import InputNotFound, ReaderError, ShardmapError
 
 __all__ = ["compression_of", "filesystem", "open_binary", "open_text"]
+
+# What a storage or decompression stream raises mid-read: network and disk errors (OSError),
+# truncated gzip (EOFError), corrupt gzip (zlib.error), corrupt zstd (zstandard.ZstdError).
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
+try:
+    import zstandard
+
+    _READ_ERRORS += (zstandard.ZstdError,)
+except ImportError:  # zstd support is optional in fsspec
+    pass
 
 _COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 
@@ -59,12 +70,18 @@ def open_binary(
         if "NoSuchBucket" in str(exc) or "does not exist" in str(exc):
             raise InputNotFound(url) from exc
         raise ReaderError(url, f"cannot open: {exc}") from exc
-    with raw:
-        if compression is None:
-            yield raw
-        else:
-            with fsspec.compression.compr[compression](raw, mode="rb") as stream:
-                yield stream
+    try:
+        with raw:
+            if compression is None:
+                yield raw
+            else:
+                with fsspec.compression.compr[compression](raw, mode="rb") as stream:
+                    yield stream
+    except ShardmapError:
+        raise
+    except _READ_ERRORS as exc:  # raised while the caller reads: name the file, keep the cause
+        what = f"{compression} data is corrupt or truncated" if compression else "read failed"
+        raise ReaderError(url, f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 @contextlib.contextmanager
