@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ class _Usage(click.ClickException):
 @click.option("-v", "--verbose", is_flag=True, help="Log what the runner does.")
 def main(verbose: bool) -> None:
     """shardmap: run one function over every item of a dataset, the Distributed Map way."""
+    # --worker module:function should find the user's own modules, as `python -m` would.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -249,7 +253,9 @@ class _Progress:
     def update(self, progress: RunProgress) -> None:
         line = self._line(progress)
         if self.live is not None:
-            self.live.update(line)
+            from rich.text import Text
+
+            self.live.update(Text(line))  # plain text: "[local ...]" is not rich markup
         elif time.monotonic() - self.last_line > 5:
             self.last_line = time.monotonic()
             click.echo(line, err=True)
