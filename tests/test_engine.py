@@ -553,3 +553,13 @@ def test_missing_key_and_bucket_on_s3(s3_server, bucket: str, tmp_path: Path) ->
         spec = spec_for(url, str(tmp_path / "out"), "echo", ItemBatcher={"MaxItemsPerBatch": 5})
         result = run(spec, executor="threads")
         assert result.error == "States.ItemReaderFailed" and url in result.cause
+
+
+def test_child_input_over_aws_limit_is_a_warning(tmp_path: Path) -> None:
+    source = write_jsonl(
+        str(tmp_path / "items.jsonl"), [{"n": n, "pad": "z" * 3000} for n in range(200)]
+    )
+    spec = spec_for(source, str(tmp_path / "out"), "echo", ItemBatcher={"MaxItemsPerBatch": 100})
+    result = run(spec, executor="inline")
+    assert result.succeeded
+    assert any("256 KiB" in warning for warning in result.warnings)
