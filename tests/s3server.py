@@ -99,6 +99,9 @@ def start_seaweedfs(timeout: float = 60.0) -> S3Server:
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
     args = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
     args += [f"-{name}={port}" for name, port in ports.items()]
+    # SeaweedFS gives every bucket (collection) its own volume, and by default sizes the volume
+    # count as free disk / 1 GB; tests make a bucket each, so keep volumes small and many.
+    args += ["-master.volumeSizeLimitMB=32", "-volume.max=2000"]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     log = open(data_dir / "weed.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
