@@ -37,6 +37,8 @@ class Batch:
     batched: bool = True
     error: str | None = None
     cause: str | None = None
+    input_json: str | None = None  # the child input as compact JSON, made by the planner
+    fingerprint: str | None = None  # of input_json, when a journal checks resumed plans
 
     @property
     def size(self) -> int:

@@ -24,6 +24,7 @@ import itertools
 import logging
 import queue
 import random
+import re
 import threading
 import time
 import uuid
@@ -37,14 +38,24 @@ from runner.batcher import Batch, Failed, batch_items, dumps
 from runner.child import ChildOutcome, run_child
 from runner.errors import ReaderError, SpecError
 from runner.executors import Executor, get_executor
+from runner.journal import Journal, JournalError, default_state_dir, fingerprint
 from runner.paths import PathNotFound, compile_path, compile_template, context_object
 from runner.readers.base import KeyedValue, ReaderConfig, get_reader
 from runner.registry import resolve_worker
-from runner.results import ResultWriter, child_name
+from runner.results import ResultWriter, ResultWriterDetails, child_name
 from runner.spec import AWS_MAX_CHILD_INPUT_BYTES, MapSpec
 from runner.types import BatchStatus, ChildRecord, RunStatus
 
-__all__ = ["Counts", "MapRunResult", "RunProgress", "infer_item_reader", "run"]
+__all__ = [
+    "Counts",
+    "MapRunResult",
+    "RunProgress",
+    "infer_item_reader",
+    "map_run_arn",
+    "redrive",
+    "resume",
+    "run",
+]
 
 log = logging.getLogger("shardmap")
 
@@ -147,11 +158,16 @@ def run(
     on_progress: Callable[[RunProgress], None] | None = None,
     read_ahead_items: int = DEFAULT_READ_AHEAD_ITEMS,
     rollover_bytes: int | None = None,
+    state_dir: str | None = None,
+    journal: bool = True,
 ) -> MapRunResult:
     """Run a Distributed Map described by ``spec`` and write AWS-layout results.
 
     ``source``/``dest``/``worker`` override the spec's. Returns a :class:`MapRunResult`;
-    a run that ends FAILED is reported there, not raised.
+    a run that ends FAILED is reported there, not raised. The run is journaled under
+    ``state_dir`` (``$SHARDMAP_STATE_DIR`` or ``.shardmap/``) so it can be resumed after a
+    crash (:func:`resume`) and redriven (:func:`redrive`); ``journal=False`` turns the journal
+    off and streams records straight to the result files.
 
     >>> result = run(MapSpec.from_yaml("pipelines/demo.yaml"))  # doctest: +SKIP
     >>> result.status, result.manifest_url                      # doctest: +SKIP
@@ -169,17 +185,125 @@ def run(
         spec = spec.replace(item_reader=infer_item_reader(spec.source_url() or ""))
     resolved = _resolve_paths(spec, run_input)
     dest_url = dest or (spec.result_writer.destination_url() if spec.result_writer else None)
-    run = _MapRun(
-        resolved,
-        run_input=run_input,
-        executor=get_executor(executor, **_executor_options(executor, resolved)),
-        dest_url=dest_url or ".shardmap/results",
-        run_id=run_id or str(uuid.uuid4()),
+    state_dir = state_dir or default_state_dir()
+    dest_url = dest_url or f"{state_dir}/results"
+    run_id = run_id or str(uuid.uuid4())
+    executor_name = executor if isinstance(executor, str) else None
+    journal_ = None
+    if journal:
+        if resolved.worker:
+            resolve_worker(resolved.worker)  # an unknown worker fails before anything is journaled
+        journal_ = Journal.create(
+            state_dir,
+            run_id=run_id,
+            map_run_arn=map_run_arn(resolved, run_id),
+            spec=resolved.to_dict(),
+            run_input=run_input,
+            dest_url=dest_url,
+            executor=executor_name,
+        )
+    try:
+        return _MapRun(
+            resolved,
+            run_input=run_input,
+            executor=get_executor(executor, **_executor_options(executor, resolved)),
+            dest_url=dest_url,
+            run_id=run_id,
+            on_progress=on_progress,
+            read_ahead_items=read_ahead_items,
+            rollover_bytes=rollover_bytes,
+            journal=journal_,
+        ).execute()
+    finally:
+        if journal_ is not None:
+            journal_.close()
+
+
+def resume(
+    run_id: str,
+    *,
+    state_dir: str | None = None,
+    executor: str | Executor | None = None,
+    on_progress: Callable[[RunProgress], None] | None = None,
+) -> MapRunResult:
+    """Finish a run whose driver died: batches already done are not run again.
+
+    The source is read again from the start (each batch is checked against the fingerprint
+    the journal holds, so a changed source is an error rather than silently different
+    results); results are exported from the journal, so no item is written twice.
+    """
+    with Journal.open(state_dir or default_state_dir(), run_id) as journal:
+        row = journal.claim()
+        if row.status != "RUNNING":
+            raise JournalError(
+                f"run {run_id} is {row.status}, not interrupted; "
+                "`shardmap redrive` reruns the failed batches of a finished run"
+            )
+        states = journal.batch_states()
+        done = ("SUCCEEDED", "FAILED", "TIMED_OUT")
+        carry = _Carry(
+            keep={n: s for n, s in states.items() if s[0] in done},
+            check={n: s[1] for n, s in states.items() if s[0] not in done and s[1]},
+            redrive_count=row.redrive_count,
+        )
+        return _continue(row, journal, carry, executor, on_progress)
+
+
+def redrive(
+    run_id: str,
+    *,
+    state_dir: str | None = None,
+    executor: str | Executor | None = None,
+    on_progress: Callable[[RunProgress], None] | None = None,
+) -> MapRunResult:
+    """Rerun the failed, timed-out, aborted and pending batches of a finished run (AWS's Map
+    Run redrive). Successes are kept; the new manifest lists the successes of every attempt and
+    the failures and pending items of this one; rerun records carry the new RedriveCount."""
+    with Journal.open(state_dir or default_state_dir(), run_id) as journal:
+        row = journal.claim()
+        if row.status not in ("FAILED", "ABORTED"):
+            raise JournalError(f"run {run_id} is {row.status}; only FAILED or ABORTED runs redrive")
+        if row.redrive_count >= 1000:
+            raise JournalError(f"run {run_id} was redriven 1,000 times, AWS's limit")
+        states = journal.batch_states()
+        carry = _Carry(
+            keep={n: s for n, s in states.items() if s[0] == "SUCCEEDED"},
+            check={n: s[1] for n, s in states.items() if s[0] != "SUCCEEDED" and s[1]},
+            redrive_count=row.redrive_count + 1,
+        )
+        journal.update_run(
+            status="RUNNING", error=None, cause=None, stop_date=None, exported=0,
+            redrive_count=carry.redrive_count,
+        )  # fmt: skip
+        journal.commit(force=True)
+        return _continue(row, journal, carry, executor, on_progress)
+
+
+def _continue(
+    row: Any,
+    journal: Journal,
+    carry: _Carry,
+    executor: str | Executor | None,
+    on_progress: Callable[[RunProgress], None] | None,
+) -> MapRunResult:
+    spec = MapSpec.from_dict(row.spec)
+    executor = executor if executor is not None else row.executor
+    return _MapRun(
+        spec,
+        run_input=row.run_input,
+        executor=get_executor(executor, **_executor_options(executor, spec)),
+        dest_url=row.dest_url,
+        run_id=row.id,
         on_progress=on_progress,
-        read_ahead_items=read_ahead_items,
-        rollover_bytes=rollover_bytes,
-    )
-    return run.execute()
+        read_ahead_items=DEFAULT_READ_AHEAD_ITEMS,
+        rollover_bytes=None,
+        journal=journal,
+        carry=carry,
+    ).execute()
+
+
+def map_run_arn(spec: MapSpec, run_id: str) -> str:
+    return f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:{spec.name}/{spec.label or 'Map'}:{run_id}"
 
 
 _SUFFIX_TYPES = {
@@ -369,13 +493,58 @@ def _sliced_batches(values: Iterator[Any], size: int, batch_input: Any) -> Itera
 _DONE = object()
 
 
-class _Planner(threading.Thread):
-    """Reads and batches ahead of the loop into a bounded queue; counts what it planned."""
+def _datetime(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
-    def __init__(self, batches: Iterator[Batch], max_queued: int) -> None:
+
+def _remove_stale_result_files(manifest_url: str) -> None:
+    """After a redrive, drop result files an earlier export wrote that the manifest no longer
+    lists (the manifest is already published, so a crash here leaves only harmless extras)."""
+    import json
+    import posixpath
+
+    import fsspec
+
+    fs, manifest_path = fsspec.core.url_to_fs(manifest_url)
+    with fs.open(manifest_path, "rb") as f:
+        manifest = json.load(f)
+    listed = {posixpath.basename(entry["Key"]) for files in manifest["ResultFiles"].values()
+              for entry in files}  # fmt: skip
+    folder = posixpath.dirname(manifest_path)
+    for path in fs.ls(folder, detail=False):
+        name = posixpath.basename(path.rstrip("/"))
+        if _RESULT_FILE.match(name) and name not in listed:
+            fs.rm(path)
+
+
+_RESULT_FILE = re.compile(r"^(SUCCEEDED|FAILED|PENDING)_\d+\.jsonl?$")
+
+
+@dataclass
+class _Carry:
+    """What a resumed or redriven run takes over from its journal."""
+
+    keep: dict[int, tuple[str, str, int]] = field(default_factory=dict)  # done: not run again
+    check: dict[int, str] = field(default_factory=dict)  # run again: fingerprint must match
+    redrive_count: int = 0
+
+
+class _Planner(threading.Thread):
+    """Reads and batches ahead of the loop into a bounded queue; counts what it planned.
+
+    It also encodes each child input once (the journal, the fingerprint check and the result
+    record all need the JSON text) and, on resume, skips the batches that are already done
+    after checking the source still yields the same inputs.
+    """
+
+    def __init__(
+        self, batches: Iterator[Batch], max_queued: int, carry: _Carry, fingerprints: bool
+    ) -> None:
         super().__init__(name="shardmap-planner", daemon=True)
         self.batches = batches
         self.queue: queue.Queue[Any] = queue.Queue(max_queued)
+        self.carry = carry
+        self.fingerprints = fingerprints
         self.items = 0
         self.executions = 0
         self.error: BaseException | None = None
@@ -386,12 +555,29 @@ class _Planner(threading.Thread):
             for batch in self.batches:
                 self.items += batch.size
                 self.executions += 1
+                batch.input_json = dumps(batch.child_input())
+                if self.fingerprints and self._already_done(batch):
+                    continue
                 self.queue.put(batch)
         except BaseException as exc:  # reported by the loop as the run's error
             self.error = exc
         finally:
             self.done.set()
             self.queue.put(_DONE)
+
+    def _already_done(self, batch: Batch) -> bool:
+        assert batch.input_json is not None
+        batch.fingerprint = fingerprint(batch.input_json)
+        kept = self.carry.keep.get(batch.number)
+        expected = kept[1] if kept else self.carry.check.get(batch.number)
+        if expected is not None and expected != batch.fingerprint:
+            raise ReaderError(
+                "the item source",
+                f"batch {batch.number} no longer holds the items it held when the run was "
+                "planned: the source changed since the run started; start a new run",
+                f"item {batch.first_index}",
+            )
+        return kept is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,6 +590,7 @@ class _Child:
     first_start: datetime
     deadline: float | None = None
     retries: dict[int, int] = field(default_factory=dict)
+    seconds: float | None = None  # worker time of the last attempt
 
 
 class _MapRun:
@@ -418,8 +605,13 @@ class _MapRun:
         on_progress: Callable[[RunProgress], None] | None,
         read_ahead_items: int,
         rollover_bytes: int | None,
+        journal: Journal | None = None,
+        carry: _Carry | None = None,
     ) -> None:
         self.spec = spec
+        self.journal = journal
+        self.carry = carry or _Carry()
+        self.dest_url = dest_url
         self.run_input = run_input
         self.executor = executor
         self.run_id = run_id
@@ -427,31 +619,56 @@ class _MapRun:
         self.read_ahead_items = read_ahead_items
         machine = spec.name
         label = spec.label or "Map"
-        self.map_run_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:{machine}/{label}:{run_id}"
+        self.map_run_arn = map_run_arn(spec, run_id)
         self.child_machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}/{label}"
         self.execution_prefix = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{machine}/{label}"
-        writer_config = spec.result_writer.writer_config if spec.result_writer else None
-        options = {"rollover_bytes": rollover_bytes} if rollover_bytes else {}
-        self.writer = ResultWriter(
-            dest_url,
-            run_id,
-            self.map_run_arn,
-            transformation=writer_config.transformation if writer_config else "NONE",
-            output_type=writer_config.output_type if writer_config else "JSON",
-            **options,
-        )
+        self.rollover_bytes = rollover_bytes
+        # Without a journal, records stream straight to the result files; with one, they are
+        # exported from the journal when the run ends (write then publish).
+        self.writer = self._new_writer() if journal is None else None
         self.items = Counts()
         self.executions = Counts()
+        self.failed_items = 0
+        self._restore_counts()
         self.in_flight: dict[Future, _Child] = {}
         self.waiting: list[tuple[float, int, _Child]] = []  # retry backoff heap
         self._sequence = itertools.count()
-        self.failed_items = 0
         self.error: str | None = None
         self.cause: str | None = None
         self.checked_inputs = 0
         self.held: Batch | None = None
         self.planner_finished = False
         self.warnings: list[str] = list(spec.aws_warnings())
+
+    def _new_writer(self) -> ResultWriter:
+        spec = self.spec
+        writer_config = spec.result_writer.writer_config if spec.result_writer else None
+        options = {"rollover_bytes": self.rollover_bytes} if self.rollover_bytes else {}
+        return ResultWriter(
+            self.dest_url,
+            self.run_id,
+            self.map_run_arn,
+            transformation=writer_config.transformation if writer_config else "NONE",
+            output_type=writer_config.output_type if writer_config else "JSON",
+            **options,
+        )
+
+    def _restore_counts(self) -> None:
+        """Start from what the journal says is already done (resume and redrive)."""
+        for status, _, size in self.carry.keep.values():
+            if status == "SUCCEEDED":
+                self.items.succeeded += size
+                self.executions.succeeded += 1
+            elif status == "TIMED_OUT":
+                self.items.timed_out += size
+                self.executions.timed_out += 1
+                self.failed_items += size
+            else:
+                self.items.failed += size
+                self.executions.failed += 1
+                self.failed_items += size
+            self.items.results_written += size
+            self.executions.results_written += 1
 
     # -- entry -------------------------------------------------------------------------
     def execute(self) -> MapRunResult:
@@ -461,7 +678,12 @@ class _MapRun:
         batches = plan_batches(self.spec, self.run_input)
         batcher = self.spec.item_batcher
         per_batch = (batcher.max_items_per_batch or 1) if batcher else 1
-        self.planner = _Planner(batches, max(64, self.read_ahead_items // per_batch))
+        self.planner = _Planner(
+            batches,
+            max(64, self.read_ahead_items // per_batch),
+            self.carry,
+            fingerprints=self.journal is not None,
+        )
         status = RunStatus.SUCCEEDED
         try:
             with self.executor:
@@ -477,8 +699,11 @@ class _MapRun:
                 self._report_progress()
         finally:
             # Whatever happened, what was written stays readable: the manifest goes out last.
-            details = self.writer.close()
+            if self.writer is not None:
+                details = self.writer.close()
         stop = datetime.now(UTC)
+        if self.journal is not None:
+            details = self._export(status, stop)
         return MapRunResult(
             run_id=self.run_id,
             map_run_arn=self.map_run_arn,
@@ -590,6 +815,11 @@ class _MapRun:
         child_input = child.batch.child_input()
         if self.checked_inputs < 16:  # a sample: a dumps per child would cost the hot path
             self._warn_if_too_big_for_aws(child_input)
+        if self.journal is not None:
+            batch = child.batch
+            self.journal.started(
+                batch.number, batch.first_index, batch.size, batch.fingerprint or ""
+            )
         future = self.executor.submit(run_child, self.worker, child_input)
         timeout = self.spec.timeout_seconds
         child.deadline = time.monotonic() + timeout if timeout else None
@@ -617,6 +847,10 @@ class _MapRun:
             outcome: ChildOutcome = future.result()
         except Exception as exc:  # the executor itself failed this batch (lost process, pickling)
             outcome = ChildOutcome(False, None, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+        if self.journal is not None:
+            status = "SUCCEEDED" if outcome.ok else "FAILED"
+            self.journal.attempt_ended(child.batch.number, status, outcome.error, outcome.seconds)
+        child.seconds = outcome.seconds
         if outcome.ok:
             self._final(child, BatchStatus.SUCCEEDED, output_json=outcome.output_json)
         else:
@@ -633,6 +867,8 @@ class _MapRun:
         for future in expired:
             child = self.in_flight.pop(future)
             cause = f"child did not finish within TimeoutSeconds={self.spec.timeout_seconds:g}"
+            if self.journal is not None:
+                self.journal.attempt_ended(child.batch.number, "TIMED_OUT", "States.Timeout", None)
             self._failed_attempt(child, "States.Timeout", cause)
 
     def _failed_attempt(self, child: _Child, error: str, cause: str) -> None:
@@ -657,7 +893,7 @@ class _MapRun:
         output_json: str | None = None,
     ) -> None:
         batch = child.batch
-        self.writer.write(self._record(child, status, error, cause, output_json))
+        self._keep(child, status, error, cause, output_json)
         size = batch.size
         self.items.running -= size
         self.executions.running -= 1
@@ -678,6 +914,37 @@ class _MapRun:
         self.items.results_written += size
         self.executions.results_written += 1
 
+    def _keep(
+        self,
+        child: _Child,
+        status: BatchStatus,
+        error: str | None,
+        cause: str | None,
+        output_json: str | None,
+    ) -> None:
+        """Hand a finished (or pending) child to the journal, or straight to the writer."""
+        if self.journal is None:
+            assert self.writer is not None
+            self.writer.write(self._record(child, status, error, cause, output_json))
+            return
+        batch = child.batch
+        pending = status == BatchStatus.PENDING
+        self.journal.final(
+            number=batch.number,
+            first_index=batch.first_index,
+            item_count=batch.size,
+            print_=batch.fingerprint or "",
+            status=str(status),
+            input_json=batch.input_json or dumps(batch.child_input()),
+            output_json=output_json,
+            error=error,
+            cause=cause,
+            start_date=None if pending else child.first_start,
+            stop_date=None if pending else datetime.now(UTC),
+            seconds=child.seconds,
+            redrive_count=self.carry.redrive_count,
+        )
+
     def _record(
         self,
         child: _Child,
@@ -687,28 +954,71 @@ class _MapRun:
         output_json: str | None,
     ) -> ChildRecord:
         batch = child.batch
-        name = child_name(self.run_id, batch.number, batch.first_index, batch.size)
-        redrivable = status in (BatchStatus.FAILED, BatchStatus.TIMED_OUT, BatchStatus.ABORTED)
+        pending = status == BatchStatus.PENDING
+        return self._child_record(
+            number=batch.number,
+            first_index=batch.first_index,
+            item_count=batch.size,
+            status=status,
+            input_json=batch.input_json or dumps(batch.child_input()),
+            output_json=output_json,
+            error=error,
+            cause=cause,
+            start_date=None if pending else child.first_start,
+            stop_date=None if pending else datetime.now(UTC),
+            redrive_count=self.carry.redrive_count,
+        )
+
+    def _child_record(
+        self, *, number: int, first_index: int, item_count: int, **fields: Any
+    ) -> ChildRecord:
+        name = child_name(self.run_id, number, first_index, item_count)
         return ChildRecord(
             name=name,
             execution_arn=f"{self.execution_prefix}:{name}",
             state_machine_arn=self.child_machine_arn,
-            status=status,
-            input=batch.child_input(),
-            first_index=batch.first_index,
-            item_count=batch.size,
-            output_json=output_json,
-            error=error,
-            cause=cause,
-            start_date=child.first_start if status != BatchStatus.PENDING else None,
-            stop_date=datetime.now(UTC) if status != BatchStatus.PENDING else None,
-            redrive_status="REDRIVABLE" if redrivable else "NOT_REDRIVABLE",
-            redrive_status_reason=(
-                "Execution is eligible for redrive"
-                if redrivable
-                else f"Execution is {status} and cannot be redriven"
-            ),
+            input=None,
+            first_index=first_index,
+            item_count=item_count,
+            **fields,
         )
+
+    # -- results from the journal ------------------------------------------------------------
+    def _export(self, status: RunStatus, stop: datetime) -> ResultWriterDetails:
+        """Write every journaled record in AWS's layout, manifest last, then mark the run."""
+        assert self.journal is not None
+        self.journal.update_run(
+            status=str(status), error=self.error, cause=self.cause, stop_date=stop.isoformat(),
+            total_items=self.planner.items, total_batches=self.planner.executions,
+            plan_complete=int(self.planner.done.is_set()),
+        )  # fmt: skip
+        self.journal.commit(force=True)
+        writer = self._new_writer()
+        try:
+            for row in self.journal.iter_final():
+                writer.write(
+                    self._child_record(
+                        number=row["number"],
+                        first_index=row["first_index"],
+                        item_count=row["item_count"],
+                        status=BatchStatus(row["status"]),
+                        input_json=row["input_json"],
+                        output_json=row["output_json"],
+                        error=row["error"],
+                        cause=row["cause"],
+                        start_date=_datetime(row["start_date"]),
+                        stop_date=_datetime(row["stop_date"]),
+                        redrive_count=row["redrive_count"],
+                    )
+                )
+        except BaseException:
+            writer.abort()
+            raise
+        details = writer.close()
+        _remove_stale_result_files(details.manifest_url)
+        self.journal.update_run(exported=1, manifest_url=details.manifest_url)
+        self.journal.commit(force=True)
+        return details
 
     # -- thresholds and stopping -------------------------------------------------------------
     def _check_thresholds(self, final: bool = False) -> None:
@@ -744,9 +1054,7 @@ class _MapRun:
                 self._pending(batch)
 
     def _pending(self, batch: Batch) -> None:
-        self.writer.write(
-            self._record(_Child(batch, datetime.now(UTC)), BatchStatus.PENDING, None, None, None)
-        )
+        self._keep(_Child(batch, datetime.now(UTC)), BatchStatus.PENDING, None, None, None)
         self.items.pending += batch.size
         self.executions.pending += 1
 
@@ -768,6 +1076,13 @@ class _MapRun:
             self.executions.pending = max(
                 0, self.planner.executions - started_exec - self.executions.aborted
             )
+        if self.journal is not None:  # so `shardmap status` sees the plan grow
+            self.journal.update_run(
+                total_items=planned_items,
+                total_batches=self.planner.executions,
+                plan_complete=int(self.planner.done.is_set()),
+            )
+            self.journal.commit()
         if self.on_progress is not None:
             self.on_progress(
                 RunProgress(

@@ -411,7 +411,11 @@ def _none_record(record: ChildRecord) -> dict[str, Any]:
     body: dict[str, Any] = dict(record.extra)  # extra AWS fields; the core ones below win
     body.update(
         ExecutionArn=record.execution_arn,
-        Input=_json_text(record.input, record.name, "input"),
+        Input=(
+            record.input_json
+            if record.input_json is not None
+            else _json_text(record.input, record.name, "input")
+        ),
         InputDetails={"Included": True},
         Name=record.name,
         RedriveCount=record.redrive_count,

@@ -36,7 +36,8 @@ class ChildRecord:
     ``output`` the worker's return value; both are JSON-able Python values here and are
     serialised to JSON *strings* by the writer, as AWS does.
     ``first_index`` and ``item_count`` map the record back to source item indices.
-    When ``output_json`` is set it is the output's JSON text and ``output`` is ignored.
+    When ``output_json``/``input_json`` are set they are the JSON text of ``output``/``input``,
+    which are then ignored.
     """
 
     name: str
@@ -49,6 +50,8 @@ class ChildRecord:
     output: Any = None
     #: the output already encoded as compact JSON (the child encodes it once, where it runs)
     output_json: str | None = None
+    #: the input already encoded as compact JSON (made once by the planner)
+    input_json: str | None = None
     error: str | None = None
     cause: str | None = None
     start_date: datetime | None = None

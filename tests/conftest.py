@@ -58,3 +58,11 @@ def storage(request, tmp_path):
     else:
         request.getfixturevalue("s3_server")
         yield "s3://" + request.getfixturevalue("bucket")
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """Every test journals into its own state directory, never the checkout's .shardmap/."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("SHARDMAP_STATE_DIR", str(path))
+    return path

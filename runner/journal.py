@@ -1,0 +1,371 @@
+"""The run journal: one SQLite file per Map Run (WAL), the durable truth of a run.
+
+It holds what the run was asked to do (spec, run input, destination), the plan as it is made
+(each batch's item range and a fingerprint of its input), every batch's state changes and
+attempts, and each finished child's input and output. That is what makes ``status``,
+crash-resume and ``redrive`` possible:
+
+- **Write then publish.** Outcomes go to the journal first; result files are exported from it
+  when the run ends, the manifest last. A crash before export loses nothing (resume exports),
+  a crash during export is repaired by exporting again, and since a batch has one row, no item
+  is ever written twice.
+- **Commits are grouped** (every ``commit_seconds``) to keep the journal off the hot path. A
+  crash loses at most the last group: those batches run again on resume, their results are
+  still written once.
+
+Only the engine writes a journal; ``status``, notebooks and the CLI read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ShardmapError
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "Journal",
+    "JournalError",
+    "RunRow",
+    "default_state_dir",
+    "fingerprint",
+    "list_runs",
+]
+
+DEFAULT_STATE_DIR = ".shardmap"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    id TEXT PRIMARY KEY,
+    schema_version INTEGER NOT NULL,
+    map_run_arn TEXT NOT NULL,
+    spec TEXT NOT NULL,            -- MapSpec.to_dict() as JSON
+    run_input TEXT NOT NULL,
+    dest_url TEXT NOT NULL,
+    executor TEXT,
+    status TEXT NOT NULL,          -- RunStatus
+    error TEXT,
+    cause TEXT,
+    start_date TEXT NOT NULL,
+    stop_date TEXT,
+    total_items INTEGER NOT NULL DEFAULT 0,
+    total_batches INTEGER NOT NULL DEFAULT 0,
+    plan_complete INTEGER NOT NULL DEFAULT 0,
+    redrive_count INTEGER NOT NULL DEFAULT 0,
+    manifest_url TEXT,
+    exported INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER,
+    heartbeat REAL
+);
+CREATE TABLE IF NOT EXISTS batch (
+    number INTEGER PRIMARY KEY,
+    first_index INTEGER NOT NULL,
+    item_count INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,     -- of the child input: a resumed run checks it re-reads the same
+    status TEXT NOT NULL,          -- BatchStatus
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    cause TEXT,
+    start_date TEXT,
+    stop_date TEXT,
+    seconds REAL,                  -- worker time of the last attempt
+    redrive_count INTEGER NOT NULL DEFAULT 0,
+    input_json TEXT,
+    output_json TEXT
+);
+CREATE TABLE IF NOT EXISTS attempt (
+    batch INTEGER NOT NULL,
+    redrive INTEGER NOT NULL,
+    started REAL NOT NULL,
+    stopped REAL,
+    status TEXT NOT NULL,
+    error TEXT,
+    seconds REAL
+);
+CREATE INDEX IF NOT EXISTS batch_status ON batch(status);
+"""
+
+FINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING")
+
+
+class JournalError(ShardmapError):
+    """A journal is missing, belongs to another run, or is in use by a live driver."""
+
+
+def default_state_dir() -> str:
+    """``$SHARDMAP_STATE_DIR``, else ``.shardmap`` in the working directory."""
+    return os.environ.get("SHARDMAP_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+def fingerprint(input_json: str) -> str:
+    return hashlib.blake2b(input_json.encode(), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """The ``run`` row: what ``status`` and ``resume`` need to know about a run."""
+
+    id: str
+    map_run_arn: str
+    spec: dict[str, Any]
+    run_input: Any
+    dest_url: str
+    executor: str | None
+    status: str
+    error: str | None
+    cause: str | None
+    start_date: str
+    stop_date: str | None
+    total_items: int
+    total_batches: int
+    plan_complete: bool
+    redrive_count: int
+    manifest_url: str | None
+    exported: bool
+    pid: int | None
+    heartbeat: float | None
+
+    @property
+    def driver_alive(self) -> bool:
+        """Whether the process that runs it is alive (same machine) and beating."""
+        if self.status != "RUNNING" or not self.pid:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, but someone else's
+            pass
+        return self.heartbeat is not None and time.time() - self.heartbeat < 30
+
+
+def journal_path(state_dir: str | Path, run_id: str) -> Path:
+    return Path(state_dir) / "runs" / f"{run_id}.sqlite"
+
+
+def list_runs(state_dir: str | Path | None = None) -> list[RunRow]:
+    """Every run with a journal under ``state_dir``, newest first."""
+    state_dir = state_dir or default_state_dir()
+    folder = Path(state_dir) / "runs"
+    rows = []
+    for path in folder.glob("*.sqlite") if folder.is_dir() else ():
+        try:
+            with Journal.open(state_dir, path.stem, readonly=True) as journal:
+                rows.append(journal.run())
+        except (JournalError, sqlite3.DatabaseError):
+            continue  # a journal being created right now, or not ours
+    return sorted(rows, key=lambda row: row.start_date, reverse=True)
+
+
+class Journal:
+    """One run's journal. Use :meth:`create` for a new run, :meth:`open` for an existing one."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, commit_seconds: float) -> None:
+        self.path = path
+        self.db = connection
+        self.commit_seconds = commit_seconds
+        self._last_commit = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        state_dir: str | Path,
+        *,
+        run_id: str,
+        map_run_arn: str,
+        spec: dict[str, Any],
+        run_input: Any,
+        dest_url: str,
+        executor: str | None,
+        commit_seconds: float = 0.5,
+    ) -> Journal:
+        path = journal_path(state_dir, run_id)
+        if path.exists():
+            raise JournalError(f"run {run_id} already has a journal at {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        journal = cls(path, _connect(path), commit_seconds)
+        journal.db.executescript(_SCHEMA)
+        journal.db.execute(
+            "INSERT INTO run (id, schema_version, map_run_arn, spec, run_input, dest_url, executor,"
+            " status, start_date, pid, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, 'RUNNING', ?, ?, ?)",
+            (run_id, SCHEMA_VERSION, map_run_arn, json.dumps(spec), json.dumps(run_input),
+             dest_url, executor, _now(), os.getpid(), time.time()),
+        )  # fmt: skip
+        journal.db.commit()
+        return journal
+
+    @classmethod
+    def open(
+        cls,
+        state_dir: str | Path,
+        run_id: str,
+        *,
+        readonly: bool = False,
+        commit_seconds: float = 0.5,
+    ) -> Journal:
+        path = journal_path(state_dir, run_id)
+        if not path.exists():
+            known = ", ".join(r.id for r in list_runs(state_dir)[:5]) if not readonly else ""
+            hint = f"; recent runs: {known}" if known else ""
+            raise JournalError(f"no journal for run {run_id!r} under {state_dir}{hint}")
+        return cls(path, _connect(path, readonly=readonly), commit_seconds)
+
+    def close(self) -> None:
+        self.db.commit()
+        self.db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def commit(self, force: bool = False) -> None:
+        """Commit if ``commit_seconds`` passed (or ``force``); beats the driver's heartbeat."""
+        now = time.monotonic()
+        if force or now - self._last_commit >= self.commit_seconds:
+            self.db.execute("UPDATE run SET heartbeat = ?", (time.time(),))
+            self.db.commit()
+            self._last_commit = now
+
+    # -- the run row -------------------------------------------------------------------------
+    def run(self) -> RunRow:
+        row = self.db.execute("SELECT * FROM run").fetchone()
+        if row is None:
+            raise JournalError(f"{self.path} holds no run")
+        data = dict(row)
+        data.pop("schema_version")
+        data["spec"] = json.loads(data["spec"])
+        data["run_input"] = json.loads(data["run_input"])
+        data["plan_complete"] = bool(data["plan_complete"])
+        data["exported"] = bool(data["exported"])
+        return RunRow(**data)
+
+    def update_run(self, **fields: Any) -> None:
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        self.db.execute(f"UPDATE run SET {columns}", tuple(fields.values()))
+
+    def claim(self) -> RunRow:
+        """Take over a run for resume/redrive; refuses while its own driver is still alive."""
+        row = self.run()
+        if row.driver_alive and row.pid != os.getpid():
+            raise JournalError(f"run {row.id} is still running in process {row.pid}")
+        self.update_run(pid=os.getpid(), heartbeat=time.time())
+        self.db.commit()
+        return row
+
+    # -- batches -----------------------------------------------------------------------------
+    def batch_states(self) -> dict[int, tuple[str, str, int]]:
+        """Batch number -> (status, fingerprint, item count) for every journaled batch."""
+        rows = self.db.execute("SELECT number, status, fingerprint, item_count FROM batch")
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def started(self, number: int, first_index: int, item_count: int, print_: str) -> None:
+        """A batch was submitted (first attempt or retry)."""
+        self.db.execute(
+            "INSERT INTO batch (number, first_index, item_count, fingerprint, status, attempts,"
+            " start_date) VALUES (?, ?, ?, ?, 'RUNNING', 1, ?) ON CONFLICT(number) DO UPDATE SET"
+            " status = 'RUNNING', attempts = attempts + 1,"
+            " start_date = COALESCE(start_date, excluded.start_date)",
+            (number, first_index, item_count, print_, _now()),
+        )
+        self.db.execute(
+            "INSERT INTO attempt (batch, redrive, started, status) "
+            "VALUES (?, (SELECT redrive_count FROM run), ?, 'RUNNING')",
+            (number, time.time()),
+        )
+        self.commit()
+
+    def attempt_ended(
+        self, number: int, status: str, error: str | None, seconds: float | None
+    ) -> None:
+        self.db.execute(
+            "UPDATE attempt SET stopped = ?, status = ?, error = ?, seconds = ? "
+            "WHERE rowid = (SELECT MAX(rowid) FROM attempt WHERE batch = ?)",
+            (time.time(), status, error, seconds, number),
+        )
+
+    def final(
+        self,
+        *,
+        number: int,
+        first_index: int,
+        item_count: int,
+        print_: str,
+        status: str,
+        input_json: str,
+        output_json: str | None,
+        error: str | None,
+        cause: str | None,
+        start_date: datetime | None,
+        stop_date: datetime | None,
+        seconds: float | None,
+        redrive_count: int,
+    ) -> None:
+        """A batch reached a final state (or PENDING): store what its result record needs."""
+        self.db.execute(
+            "INSERT INTO batch (number, first_index, item_count, fingerprint, status, error, cause,"
+            " start_date, stop_date, seconds, redrive_count, input_json, output_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(number) DO UPDATE SET"
+            " status = excluded.status, error = excluded.error, cause = excluded.cause,"
+            " start_date = COALESCE(excluded.start_date, start_date),"
+            " stop_date = excluded.stop_date, seconds = excluded.seconds,"
+            " redrive_count = excluded.redrive_count, input_json = excluded.input_json,"
+            " output_json = excluded.output_json",
+            (number, first_index, item_count, print_, status, error, cause,
+             _iso(start_date), _iso(stop_date), seconds, redrive_count, input_json, output_json),
+        )  # fmt: skip
+        self.commit()
+
+    def iter_final(self) -> Iterator[sqlite3.Row]:
+        """Every batch with a result record, in batch order (what the export writes)."""
+        placeholders = ", ".join("?" for _ in FINAL)
+        yield from self.db.execute(
+            f"SELECT * FROM batch WHERE status IN ({placeholders}) ORDER BY number", FINAL
+        )
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Status -> (batches, items)."""
+        rows = self.db.execute(
+            "SELECT status, COUNT(*), SUM(item_count) FROM batch GROUP BY status"
+        )
+        return {r[0]: (r[1], r[2] or 0) for r in rows}
+
+    def failure_summary(self) -> list[tuple[str, int, int]]:
+        rows = self.db.execute(
+            "SELECT error, COUNT(*), SUM(item_count) FROM batch "
+            "WHERE status IN ('FAILED', 'TIMED_OUT') GROUP BY error ORDER BY 3 DESC"
+        )
+        return [(r[0] or "", r[1], r[2] or 0) for r in rows]
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    else:
+        db = sqlite3.connect(path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed transaction survives a process crash (SIGKILL);
+        # only an OS crash or power loss can lose the last group, which resume re-runs.
+        db.execute("PRAGMA synchronous=NORMAL")
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
