@@ -31,8 +31,16 @@ class _Usage(click.ClickException):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what the runner does.")
-def main(verbose: bool) -> None:
+@click.option(
+    "--state-dir",
+    envvar="SHARDMAP_STATE_DIR",
+    help="Where run journals live [.shardmap].",
+    type=click.Path(file_okay=False),
+)
+def main(verbose: bool, state_dir: str | None) -> None:
     """shardmap: run one function over every item of a dataset, the Distributed Map way."""
+    if state_dir:  # one place decides; the engine, status and report all read it from here
+        os.environ["SHARDMAP_STATE_DIR"] = state_dir
     # --worker module:function should find the user's own modules, as `python -m` would.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -57,6 +65,13 @@ def _guard(fn):
     return wrapper
 
 
+def _journal_options(fn):
+    fn = click.option("--run-id", help="Name the run (default: a new UUID).")(fn)
+    return click.option(
+        "--no-journal", is_flag=True, help="Do not journal the run (then no resume or redrive)."
+    )(fn)
+
+
 @main.command("run")
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @click.option("--source", help="Item source URL (file, folder or s3:// prefix); overrides Source.")
@@ -70,6 +85,7 @@ def _guard(fn):
     metavar="ARN=WORKER",
     help="For ASL definitions: map a Lambda ARN to a worker.",
 )
+@_journal_options
 @_guard
 def run_command(
     pipeline: str,
@@ -79,6 +95,8 @@ def run_command(
     worker: str | None,
     executor: str | None,
     resource: tuple[str, ...],
+    run_id: str | None,
+    no_journal: bool,
 ) -> None:
     """Run a pipeline file (YAML) or an ASL state machine (.json)."""
     resources = dict(_pair(r, "--resource") for r in resource)
@@ -90,6 +108,8 @@ def run_command(
         run_input=_parse_input(run_input),
         worker=worker,
         executor=executor,
+        run_id=run_id,
+        journal=not no_journal,
     )
 
 
@@ -116,6 +136,7 @@ def run_command(
 @click.option("--max-items", type=click.IntRange(1), help="MaxItems.")
 @click.option("--selector", help="ItemSelector as JSON.")
 @click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [local].")
+@_journal_options
 @_guard
 def map_command(
     source: str,
@@ -132,6 +153,8 @@ def map_command(
     max_items: int | None,
     selector: str | None,
     executor: str | None,
+    run_id: str | None,
+    no_journal: bool,
 ) -> None:
     """Ad-hoc run of WORKER over every item of SOURCE (an S3 prefix, a folder or a file)."""
     reader = infer_item_reader(source, input_type)
@@ -165,7 +188,13 @@ def map_command(
         spec["TimeoutSeconds"] = timeout
     if selector:
         spec["ItemSelector"] = _parse_json(selector, "--selector")
-    _execute(MapSpec.from_dict(spec), dest=dest, executor=executor)
+    _execute(
+        MapSpec.from_dict(spec),
+        dest=dest,
+        executor=executor,
+        run_id=run_id,
+        journal=not no_journal,
+    )
 
 
 @main.command("workers")
@@ -209,12 +238,19 @@ def sample_command(workload: str, dest_url: str, count: int, seed: int) -> None:
 def _execute(spec: MapSpec, **options: Any) -> None:
     for warning in spec.aws_warnings():
         click.echo(f"warning: {warning}", err=True)
+    _follow(run, spec, **options)
+
+
+def _follow(start: Any, *args: Any, **options: Any) -> None:
+    """Run ``start`` (run, resume or redrive) with a progress display; exit by its outcome."""
     display = _Progress(sys.stderr.isatty())
     try:
-        result = run(spec, on_progress=display.update, **options)
+        result = start(*args, on_progress=display.update, **options)
     finally:
         display.close()
     _summarise(result)
+    if options.get("journal", True):
+        _print_report(result.run_id)
     if result.succeeded:
         return
     bad_input = result.error in (ReaderError.error_name, "States.Runtime")
@@ -310,3 +346,116 @@ def _pair(text: str, option: str) -> tuple[str, str]:
     if not sep or not key or not value:
         raise _Usage(f"{option} takes ARN=WORKER, got {text!r}")
     return key, value
+
+
+def _print_report(run_id: str) -> None:
+    from runner.report import build_report, format_report
+
+    click.echo(format_report(build_report(None, run_id)))
+
+
+# -- durable runs ------------------------------------------------------------------------------
+
+
+@main.command("runs")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_command(as_json: bool) -> None:
+    """List journaled runs, newest first."""
+    from runner.journal import list_runs
+
+    rows = list_runs()
+    if as_json:
+        click.echo(json.dumps([_run_summary(row) for row in rows], indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row.id}  {row.status:<9}  {row.total_items:>10} items  {row.start_date}")
+
+
+@main.command("status")
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="DescribeMapRun-shaped JSON.")
+@click.option("--watch", is_flag=True, help="Follow the run until it ends.")
+@click.option("--interval", type=click.FloatRange(0.1), default=1.0, help="Seconds between looks.")
+@_guard
+def status_command(run_id: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """The Map Run record of RUN_ID (default: the newest run), like DescribeMapRun."""
+    from runner.journal import Journal, JournalError, default_state_dir, list_runs
+    from runner.status import describe_map_run
+
+    if run_id is None:
+        rows = list_runs()
+        if not rows:
+            raise JournalError(f"no runs under {default_state_dir()}")
+        run_id = rows[0].id
+    while True:
+        with Journal.open(default_state_dir(), run_id, readonly=True) as journal:
+            described = describe_map_run(journal)
+        click.echo(json.dumps(described, indent=2) if as_json else _status_line(described))
+        if not watch or described["status"] != "RUNNING":
+            return
+        time.sleep(interval)
+
+
+@main.command("resume")
+@click.argument("run_id")
+@click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [as before].")
+@_guard
+def resume_command(run_id: str, executor: str | None) -> None:
+    """Finish RUN_ID after its driver died; batches already done do not run again."""
+    from runner.engine import resume
+
+    _follow(resume, run_id, executor=executor)
+
+
+@main.command("redrive")
+@click.argument("run_id")
+@click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [as before].")
+@_guard
+def redrive_command(run_id: str, executor: str | None) -> None:
+    """Rerun the failed, timed-out, aborted and pending batches of RUN_ID."""
+    from runner.engine import redrive
+
+    _follow(redrive, run_id, executor=executor)
+
+
+@main.command("report")
+@click.argument("run_id")
+@click.option(
+    "--memory-mb",
+    type=click.IntRange(128, 10240),
+    default=1024,
+    help="Lambda memory size for the cost estimate.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_guard
+def report_command(run_id: str, memory_mb: int, as_json: bool) -> None:
+    """Wall time, items/s, batch durations, failures by error, and the AWS cost of RUN_ID."""
+    from runner.report import build_report, format_report, report_to_dict
+
+    report = build_report(None, run_id, memory_mb=memory_mb)
+    click.echo(json.dumps(report_to_dict(report), indent=2) if as_json else format_report(report))
+
+
+def _status_line(described: dict[str, Any]) -> str:
+    items = described["itemCounts"]
+    line = (
+        f"{described['mapRunArn'].rsplit(':', 1)[1]} {described['status']}: "
+        f"{items['succeeded']} succeeded, {items['failed'] + items['timedOut']} failed, "
+        f"{items['running']} running, {items['pending']} pending, {items['aborted']} aborted "
+        f"of {items['total']} items"
+    )
+    if described.get("error"):
+        line += f"  ({described['error']})"
+    return line
+
+
+def _run_summary(row: Any) -> dict[str, Any]:
+    return {
+        "runId": row.id,
+        "status": row.status,
+        "totalItems": row.total_items,
+        "startDate": row.start_date,
+        "stopDate": row.stop_date,
+        "redriveCount": row.redrive_count,
+        "manifest": row.manifest_url,
+    }

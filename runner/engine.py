@@ -272,9 +272,13 @@ def redrive(
             redrive_count=row.redrive_count + 1,
         )
         journal.update_run(
-            status="RUNNING", error=None, cause=None, stop_date=None, exported=0,
+            status="RUNNING",
+            error=None,
+            cause=None,
+            stop_date=None,
+            exported=0,
             redrive_count=carry.redrive_count,
-        )  # fmt: skip
+        )
         journal.commit(force=True)
         return _continue(row, journal, carry, executor, on_progress)
 
@@ -508,8 +512,11 @@ def _remove_stale_result_files(manifest_url: str) -> None:
     fs, manifest_path = fsspec.core.url_to_fs(manifest_url)
     with fs.open(manifest_path, "rb") as f:
         manifest = json.load(f)
-    listed = {posixpath.basename(entry["Key"]) for files in manifest["ResultFiles"].values()
-              for entry in files}  # fmt: skip
+    listed = {
+        posixpath.basename(entry["Key"])
+        for files in manifest["ResultFiles"].values()
+        for entry in files
+    }
     folder = posixpath.dirname(manifest_path)
     for path in fs.ls(folder, detail=False):
         name = posixpath.basename(path.rstrip("/"))
@@ -626,6 +633,8 @@ class _MapRun:
         # Without a journal, records stream straight to the result files; with one, they are
         # exported from the journal when the run ends (write then publish).
         self.writer = self._new_writer() if journal is None else None
+        if journal is not None:
+            journal.begin(self.carry.redrive_count)
         self.items = Counts()
         self.executions = Counts()
         self.failed_items = 0
@@ -988,10 +997,14 @@ class _MapRun:
         """Write every journaled record in AWS's layout, manifest last, then mark the run."""
         assert self.journal is not None
         self.journal.update_run(
-            status=str(status), error=self.error, cause=self.cause, stop_date=stop.isoformat(),
-            total_items=self.planner.items, total_batches=self.planner.executions,
+            status=str(status),
+            error=self.error,
+            cause=self.cause,
+            stop_date=stop.isoformat(),
+            total_items=self.planner.items,
+            total_batches=self.planner.executions,
             plan_complete=int(self.planner.done.is_set()),
-        )  # fmt: skip
+        )
         self.journal.commit(force=True)
         writer = self._new_writer()
         try:

@@ -86,16 +86,50 @@ CREATE TABLE IF NOT EXISTS batch (
 CREATE TABLE IF NOT EXISTS attempt (
     batch INTEGER NOT NULL,
     redrive INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,      -- counts on across resumes and redrives
     started REAL NOT NULL,
     stopped REAL,
     status TEXT NOT NULL,
     error TEXT,
-    seconds REAL
+    seconds REAL,
+    PRIMARY KEY (batch, attempt)
 );
 CREATE INDEX IF NOT EXISTS batch_status ON batch(status);
 """
 
 FINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING")
+
+# Buffered writes, in the order they are flushed (a batch's start before its end).
+_WRITES = (
+    (
+        "started",
+        "INSERT INTO batch (number, first_index, item_count, fingerprint, status, attempts,"
+        " start_date) VALUES (?, ?, ?, ?, 'RUNNING', 1, ?) ON CONFLICT(number) DO UPDATE SET"
+        " status = 'RUNNING', attempts = attempts + 1,"
+        " start_date = COALESCE(start_date, excluded.start_date)",
+    ),
+    (
+        "attempt",
+        "INSERT INTO attempt (batch, redrive, attempt, started, status)"
+        " VALUES (?, ?, ?, ?, 'RUNNING')",
+    ),
+    (
+        "ended",
+        "UPDATE attempt SET stopped = ?, status = ?, error = ?, seconds = ?"
+        " WHERE batch = ? AND attempt = ?",
+    ),
+    (
+        "final",
+        "INSERT INTO batch (number, first_index, item_count, fingerprint, status, error, cause,"
+        " start_date, stop_date, seconds, redrive_count, input_json, output_json)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(number) DO UPDATE SET"
+        " status = excluded.status, error = excluded.error, cause = excluded.cause,"
+        " start_date = COALESCE(excluded.start_date, start_date),"
+        " stop_date = excluded.stop_date, seconds = excluded.seconds,"
+        " redrive_count = excluded.redrive_count, input_json = excluded.input_json,"
+        " output_json = excluded.output_json",
+    ),
+)
 
 
 class JournalError(ShardmapError):
@@ -170,11 +204,21 @@ def list_runs(state_dir: str | Path | None = None) -> list[RunRow]:
 class Journal:
     """One run's journal. Use :meth:`create` for a new run, :meth:`open` for an existing one."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, commit_seconds: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        connection: sqlite3.Connection,
+        commit_seconds: float,
+        readonly: bool = False,
+    ) -> None:
         self.path = path
         self.db = connection
         self.commit_seconds = commit_seconds
+        self.readonly = readonly
         self._last_commit = time.monotonic()
+        self._buffer: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind, _ in _WRITES}
+        self._redrive = 0
+        self._attempts: dict[int, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -199,9 +243,19 @@ class Journal:
         journal.db.execute(
             "INSERT INTO run (id, schema_version, map_run_arn, spec, run_input, dest_url, executor,"
             " status, start_date, pid, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, 'RUNNING', ?, ?, ?)",
-            (run_id, SCHEMA_VERSION, map_run_arn, json.dumps(spec), json.dumps(run_input),
-             dest_url, executor, _now(), os.getpid(), time.time()),
-        )  # fmt: skip
+            (
+                run_id,
+                SCHEMA_VERSION,
+                map_run_arn,
+                json.dumps(spec),
+                json.dumps(run_input),
+                dest_url,
+                executor,
+                _now(),
+                os.getpid(),
+                time.time(),
+            ),
+        )
         journal.db.commit()
         return journal
 
@@ -219,10 +273,11 @@ class Journal:
             known = ", ".join(r.id for r in list_runs(state_dir)[:5]) if not readonly else ""
             hint = f"; recent runs: {known}" if known else ""
             raise JournalError(f"no journal for run {run_id!r} under {state_dir}{hint}")
-        return cls(path, _connect(path, readonly=readonly), commit_seconds)
+        return cls(path, _connect(path, readonly=readonly), commit_seconds, readonly)
 
     def close(self) -> None:
-        self.db.commit()
+        if not self.readonly:
+            self.commit(force=True)
         self.db.close()
 
     def __enter__(self) -> Journal:
@@ -232,9 +287,15 @@ class Journal:
         self.close()
 
     def commit(self, force: bool = False) -> None:
-        """Commit if ``commit_seconds`` passed (or ``force``); beats the driver's heartbeat."""
+        """Commit if ``commit_seconds`` passed (or ``force``); beats the driver's heartbeat.
+
+        Batch changes are buffered and written together at commit: one ``executemany`` per
+        kind instead of a statement per event keeps the journal off the hot path. What a crash
+        loses is what a lost transaction would lose: the batches since, which resume runs again.
+        """
         now = time.monotonic()
         if force or now - self._last_commit >= self.commit_seconds:
+            self._flush()
             self.db.execute("UPDATE run SET heartbeat = ?", (time.time(),))
             self.db.commit()
             self._last_commit = now
@@ -271,30 +332,25 @@ class Journal:
         rows = self.db.execute("SELECT number, status, fingerprint, item_count FROM batch")
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
+    def begin(self, redrive_count: int) -> None:
+        """Prepare to journal attempts of this (re)drive; attempts keep counting across crashes."""
+        self._redrive = redrive_count
+        rows = self.db.execute("SELECT batch, MAX(attempt) FROM attempt GROUP BY batch")
+        self._attempts = {batch: attempt for batch, attempt in rows}
+
     def started(self, number: int, first_index: int, item_count: int, print_: str) -> None:
         """A batch was submitted (first attempt or retry)."""
-        self.db.execute(
-            "INSERT INTO batch (number, first_index, item_count, fingerprint, status, attempts,"
-            " start_date) VALUES (?, ?, ?, ?, 'RUNNING', 1, ?) ON CONFLICT(number) DO UPDATE SET"
-            " status = 'RUNNING', attempts = attempts + 1,"
-            " start_date = COALESCE(start_date, excluded.start_date)",
-            (number, first_index, item_count, print_, _now()),
-        )
-        self.db.execute(
-            "INSERT INTO attempt (batch, redrive, started, status) "
-            "VALUES (?, (SELECT redrive_count FROM run), ?, 'RUNNING')",
-            (number, time.time()),
-        )
+        attempt = self._attempts.get(number, 0) + 1
+        self._attempts[number] = attempt
+        self._buffer["started"].append((number, first_index, item_count, print_, _now()))
+        self._buffer["attempt"].append((number, self._redrive, attempt, time.time()))
         self.commit()
 
     def attempt_ended(
         self, number: int, status: str, error: str | None, seconds: float | None
     ) -> None:
-        self.db.execute(
-            "UPDATE attempt SET stopped = ?, status = ?, error = ?, seconds = ? "
-            "WHERE rowid = (SELECT MAX(rowid) FROM attempt WHERE batch = ?)",
-            (time.time(), status, error, seconds, number),
-        )
+        attempt = self._attempts.get(number, 0)
+        self._buffer["ended"].append((time.time(), status, error, seconds, number, attempt))
 
     def final(
         self,
@@ -314,19 +370,32 @@ class Journal:
         redrive_count: int,
     ) -> None:
         """A batch reached a final state (or PENDING): store what its result record needs."""
-        self.db.execute(
-            "INSERT INTO batch (number, first_index, item_count, fingerprint, status, error, cause,"
-            " start_date, stop_date, seconds, redrive_count, input_json, output_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(number) DO UPDATE SET"
-            " status = excluded.status, error = excluded.error, cause = excluded.cause,"
-            " start_date = COALESCE(excluded.start_date, start_date),"
-            " stop_date = excluded.stop_date, seconds = excluded.seconds,"
-            " redrive_count = excluded.redrive_count, input_json = excluded.input_json,"
-            " output_json = excluded.output_json",
-            (number, first_index, item_count, print_, status, error, cause,
-             _iso(start_date), _iso(stop_date), seconds, redrive_count, input_json, output_json),
-        )  # fmt: skip
+        self._buffer["final"].append(
+            (
+                number,
+                first_index,
+                item_count,
+                print_,
+                status,
+                error,
+                cause,
+                _iso(start_date),
+                _iso(stop_date),
+                seconds,
+                redrive_count,
+                input_json,
+                output_json,
+            )
+        )
         self.commit()
+
+    def _flush(self) -> None:
+        """Write the buffered changes in the order they depend on each other."""
+        for kind, sql in _WRITES:
+            rows = self._buffer[kind]
+            if rows:
+                self.db.executemany(sql, rows)
+                rows.clear()
 
     def iter_final(self) -> Iterator[sqlite3.Row]:
         """Every batch with a result record, in batch order (what the export writes)."""

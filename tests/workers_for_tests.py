@@ -82,3 +82,22 @@ def hang(event: dict[str, Any]) -> list[Any]:
     if any(item.get("hang") for item in event["Items"]):
         time.sleep(3600)
     return [item["n"] for item in event["Items"]]
+
+
+def slow_double(event: dict[str, Any]) -> list[Any]:
+    """``double`` that takes a few milliseconds per batch, so a run lasts long enough to kill,
+    and fails batches holding an item with ``fail: true``."""
+    time.sleep(0.01)
+    for item in event["Items"]:
+        if item.get("fail"):
+            raise ValueError(f"item n={item['n']} is marked to fail")
+    return [item["n"] * 2 for item in event["Items"]]
+
+
+def fixable(event: dict[str, Any]) -> list[Any]:
+    """Fails items marked ``fail`` until the file ``BatchInput.fixed`` exists (the cause fixed)."""
+    fixed = Path(event["BatchInput"]["fixed"]).exists()
+    for item in event["Items"]:
+        if item.get("fail") and not fixed:
+            raise ValueError(f"item n={item['n']} cannot be processed yet")
+    return [item["n"] for item in event["Items"]]

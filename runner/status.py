@@ -1,0 +1,81 @@
+"""A run's Map Run record, DescribeMapRun-shaped, read from its journal (any process may read)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.journal import Journal
+
+__all__ = ["describe_map_run"]
+
+_COUNT_KEYS = (
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "timedOut",
+    "aborted",
+    "total",
+    "resultsWritten",
+    "failuresNotRedrivable",
+    "pendingRedrive",
+)
+_STATUS_KEY = {
+    "RUNNING": "running",
+    "SUCCEEDED": "succeeded",
+    "FAILED": "failed",
+    "TIMED_OUT": "timedOut",
+    "ABORTED": "aborted",
+    "PENDING": "pending",
+}
+
+
+def describe_map_run(journal: Journal) -> dict[str, Any]:
+    """DescribeMapRun's fields for the journaled run (AWS's names and shapes).
+
+    >>> with Journal.open(".shardmap", run_id, readonly=True) as j:  # doctest: +SKIP
+    ...     describe_map_run(j)["itemCounts"]["succeeded"]
+    """
+    row = journal.run()
+    spec = row.spec
+    counts = journal.counts()
+    items = _counts(counts, row.total_items, index=1, finished=row.status != "RUNNING")
+    executions = _counts(counts, row.total_batches, index=0, finished=row.status != "RUNNING")
+    described: dict[str, Any] = {
+        "mapRunArn": row.map_run_arn,
+        "executionArn": row.map_run_arn.replace(":mapRun:", ":execution:").rsplit(":", 1)[0]
+        + f":{row.id}",
+        "status": row.status,
+        "startDate": row.start_date,
+        "maxConcurrency": spec.get("MaxConcurrency", 0),
+        "toleratedFailurePercentage": float(spec.get("ToleratedFailurePercentage", 0.0)),
+        "toleratedFailureCount": int(spec.get("ToleratedFailureCount", 0)),
+        "itemCounts": items,
+        "executionCounts": executions,
+        "redriveCount": row.redrive_count,
+    }
+    if row.stop_date:
+        described["stopDate"] = row.stop_date
+    if row.error:
+        described["error"], described["cause"] = row.error, row.cause
+    if row.manifest_url and row.exported:
+        described["resultWriterDetails"] = {"manifest": row.manifest_url}
+    return described
+
+
+def _counts(
+    counts: dict[str, tuple[int, int]], total: int, *, index: int, finished: bool
+) -> dict[str, int]:
+    out = dict.fromkeys(_COUNT_KEYS, 0)
+    for status, pair in counts.items():
+        out[_STATUS_KEY[status]] += pair[index]
+    journaled = sum(pair[index] for pair in counts.values())
+    total = max(total, journaled)
+    if not finished:  # planned but not yet started: not in the batch table yet
+        out["pending"] += total - journaled
+    out["total"] = total
+    out["resultsWritten"] = sum(out[k] for k in ("succeeded", "failed", "timedOut", "aborted"))
+    if finished:
+        out["resultsWritten"] += out["pending"]
+    out["pendingRedrive"] = 0
+    return out
