@@ -563,3 +563,40 @@ def test_child_input_over_aws_limit_is_a_warning(tmp_path: Path) -> None:
     result = run(spec, executor="inline")
     assert result.succeeded
     assert any("256 KiB" in warning for warning in result.warnings)
+
+
+def test_a_killed_worker_process_fails_only_its_batch_and_is_retried(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    items = [{"n": n, "die": n == 13} for n in range(40)]
+    source = write_jsonl(str(tmp_path / "items.jsonl"), items)
+    spec = spec_for(
+        source,
+        str(tmp_path / "out"),
+        f"{W}:die_once",
+        ItemBatcher={"MaxItemsPerBatch": 5, "BatchInput": {"dir": str(markers)}},
+        Retry=[{"ErrorEquals": ["WorkerProcessDied"], "IntervalSeconds": 0, "MaxAttempts": 2}],
+    )
+    result = run(spec, executor="processes")
+    assert result.succeeded, result.cause
+    assert (markers / "died-13").exists()  # the process really was SIGKILLed mid-batch
+    frame = load_results(result.manifest_url)
+    assert list(frame["index"]) == list(range(40)) and (frame["status"] == "SUCCEEDED").all()
+
+
+def test_a_killed_worker_process_without_retry_is_a_clear_failure(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    items = [{"n": n, "die": n == 2} for n in range(10)]
+    source = write_jsonl(str(tmp_path / "items.jsonl"), items)
+    spec = spec_for(
+        source,
+        str(tmp_path / "out"),
+        f"{W}:die_once",
+        ItemBatcher={"MaxItemsPerBatch": 5, "BatchInput": {"dir": str(markers)}},
+        ToleratedFailureCount=5,
+    )
+    result = run(spec, executor="processes")
+    assert result.succeeded and result.item_counts.failed == 5
+    failed = result_records(result.manifest_url, "FAILED")
+    assert failed[0]["Error"] == "WorkerProcessDied" and "SIGKILL" in failed[0]["Cause"]

@@ -101,3 +101,15 @@ def fixable(event: dict[str, Any]) -> list[Any]:
         if item.get("fail") and not fixed:
             raise ValueError(f"item n={item['n']} cannot be processed yet")
     return [item["n"] for item in event["Items"]]
+
+
+def die_once(event: dict[str, Any]) -> list[Any]:
+    """SIGKILLs its own process the first time it meets an item with ``die: true``."""
+    import signal
+
+    for item in event["Items"]:
+        marker = Path(event["BatchInput"]["dir"]) / f"died-{item['n']}"
+        if item.get("die") and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return [item["n"] for item in event["Items"]]

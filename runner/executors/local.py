@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor as _PoolExecutor
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal, Self
 
 from runner.errors import ExecutorError
+from runner.executors.procpool import IsolatedProcessPool
 
 __all__ = ["InlineExecutor", "LocalExecutor"]
 
@@ -44,13 +45,13 @@ class LocalExecutor:
         self.slots = 1 if mode == "inline" else max(1, max_workers or default)
         self.remote = mode == "processes"
         self._pool: _PoolExecutor | None = None
-        self._abandoned = 0  # running work that was cancelled (timed out) but cannot be stopped
 
     def __enter__(self) -> Self:
         if self.mode == "threads":
             self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="shardmap-worker")
         elif self.mode == "processes":
-            self._pool = ProcessPoolExecutor(self.slots)
+            # A dead worker fails only its own batch, and a timed-out batch can be killed.
+            self._pool = IsolatedProcessPool(self.slots)
         else:
             self._pool = InlineExecutor()
         return self
@@ -58,15 +59,10 @@ class LocalExecutor:
     def __exit__(self, *exc_info: object) -> None:
         if self._pool is None:
             return
-        if self.mode == "processes" and self._abandoned:
-            # A timed-out batch may never return; end its process rather than wait forever.
-            # ProcessPoolExecutor has no public way to stop running work.
-            for process in list(getattr(self._pool, "_processes", {}).values()):
-                process.terminate()
-        # Timed-out thread work cannot be interrupted; do not wait for it on the way out.
-        self._pool.shutdown(
-            wait=self.mode == "processes" and not self._abandoned, cancel_futures=True
-        )
+        # Whatever still runs is no longer wanted (the loop cancelled what it stopped waiting
+        # for): IsolatedProcessPool kills and reaps its processes before returning, and
+        # timed-out thread work cannot be interrupted, so it is not waited for.
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
@@ -76,8 +72,10 @@ class LocalExecutor:
 
     def cancel(self, futures: Iterable[Future]) -> None:
         for future in futures:
-            if not future.cancel() and not future.done():
-                self._abandoned += 1
+            if isinstance(self._pool, IsolatedProcessPool):
+                self._pool.kill(future)  # a queued batch never starts; a running one is killed
+            else:
+                future.cancel()  # running thread work cannot be stopped; it is abandoned
 
     def describe(self) -> str:
         return f"local {self.mode} x{self.slots}"
