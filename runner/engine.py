@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import queue
 import random
 import re
@@ -187,6 +188,8 @@ def run(
     dest_url = dest or (spec.result_writer.destination_url() if spec.result_writer else None)
     state_dir = state_dir or default_state_dir()
     dest_url = dest_url or f"{state_dir}/results"
+    if "://" not in dest_url:  # resume, status and notebooks may run from another directory
+        dest_url = os.path.abspath(dest_url)
     run_id = run_id or str(uuid.uuid4())
     executor_name = executor if isinstance(executor, str) else None
     journal_ = None
@@ -323,8 +326,6 @@ _SUFFIX_TYPES = {
 
 def infer_item_reader(url: str, input_type: str | None = None) -> dict[str, Any]:
     """An ItemReader for a bare URL: a folder or prefix is listed, a file read by its suffix."""
-    import os
-
     from runner.readers._io import compression_of
 
     name = url
@@ -1055,6 +1056,9 @@ class _MapRun:
         """Fail fast: running children become ABORTED, unstarted ones PENDING (AWS)."""
         self.items.pending = self.executions.pending = 0  # recounted as PENDING records go out
         self.executor.cancel(list(self.in_flight))
+        if self.journal is not None:  # their attempts end here (waiting ones already ended)
+            for child in self.in_flight.values():
+                self.journal.attempt_ended(child.batch.number, "ABORTED", "States.Aborted", None)
         for child in list(self.in_flight.values()) + [c for _, _, c in self.waiting]:
             self._final(
                 child, BatchStatus.ABORTED, "States.Aborted", f"Map Run stopped: {self.error}"
