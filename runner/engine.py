@@ -242,13 +242,8 @@ def resume(
                 f"run {run_id} is {row.status}, not interrupted; "
                 "`shardmap redrive` reruns the failed batches of a finished run"
             )
-        states = journal.batch_states()
         done = ("SUCCEEDED", "FAILED", "TIMED_OUT")
-        carry = _Carry(
-            keep={n: s for n, s in states.items() if s[0] in done},
-            check={n: s[1] for n, s in states.items() if s[0] not in done and s[1]},
-            redrive_count=row.redrive_count,
-        )
+        carry = _Carry.from_journal(journal, done, row.redrive_count)
         return _continue(row, journal, carry, executor, on_progress)
 
 
@@ -268,12 +263,7 @@ def redrive(
             raise JournalError(f"run {run_id} is {row.status}; only FAILED or ABORTED runs redrive")
         if row.redrive_count >= 1000:
             raise JournalError(f"run {run_id} was redriven 1,000 times, AWS's limit")
-        states = journal.batch_states()
-        carry = _Carry(
-            keep={n: s for n, s in states.items() if s[0] == "SUCCEEDED"},
-            check={n: s[1] for n, s in states.items() if s[0] != "SUCCEEDED" and s[1]},
-            redrive_count=row.redrive_count + 1,
-        )
+        carry = _Carry.from_journal(journal, ("SUCCEEDED",), row.redrive_count + 1)
         journal.update_run(
             status="RUNNING",
             error=None,
@@ -535,6 +525,16 @@ class _Carry:
     keep: dict[int, tuple[str, str, int]] = field(default_factory=dict)  # done: not run again
     check: dict[int, str] = field(default_factory=dict)  # run again: fingerprint must match
     redrive_count: int = 0
+
+    @classmethod
+    def from_journal(cls, journal: Journal, done: tuple[str, ...], redrive_count: int) -> _Carry:
+        """Batches in a ``done`` state are kept; every other journaled batch runs again."""
+        states = journal.batch_states()
+        return cls(
+            keep={n: s for n, s in states.items() if s[0] in done},
+            check={n: s[1] for n, s in states.items() if s[0] not in done and s[1]},
+            redrive_count=redrive_count,
+        )
 
 
 class _Planner(threading.Thread):
