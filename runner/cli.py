@@ -22,7 +22,7 @@ from runner.registry import known_workers
 from runner.spec import MapSpec
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-EXECUTORS = click.Choice(["local", "threads", "processes", "inline"])
+EXECUTORS = click.Choice(["local", "threads", "processes", "inline", "dask"])
 
 
 class _Usage(click.ClickException):
@@ -66,10 +66,22 @@ def _guard(fn):
 
 
 def _journal_options(fn):
+    fn = click.option(
+        "--scheduler",
+        envvar="SHARDMAP_DASK_SCHEDULER",
+        help="With --executor dask: a scheduler address (default: a LocalCluster).",
+        callback=_set_scheduler,
+        expose_value=False,
+    )(fn)
     fn = click.option("--run-id", help="Name the run (default: a new UUID).")(fn)
     return click.option(
         "--no-journal", is_flag=True, help="Do not journal the run (then no resume or redrive)."
     )(fn)
+
+
+def _set_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:  # the Dask executor reads it; one source of truth for CLI and API
+        os.environ["SHARDMAP_DASK_SCHEDULER"] = value
 
 
 @main.command("run")

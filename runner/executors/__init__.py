@@ -17,6 +17,7 @@ from runner.executors.base import Executor
 __all__ = ["Executor", "get_executor", "known_executors"]
 
 _EXECUTORS: dict[str, str] = {
+    "dask": "runner.executors.dask:DaskExecutor",
     "inline": "runner.executors.local:_inline",
     "local": "runner.executors.local:LocalExecutor",
     "processes": "runner.executors.local:_processes",
