@@ -756,7 +756,9 @@ class _MapRun:
 
     # -- starting --------------------------------------------------------------------------
     def _fill_slots(self) -> None:
-        limit = self.spec.max_concurrency or self.executor.slots * 2
+        # Unlimited MaxConcurrency still keeps only a few batches per slot queued, so a failure
+        # threshold can stop the run before everything was handed out.
+        limit = self.spec.max_concurrency or self.executor.slots * self.executor.prefetch
         now = time.monotonic()
         while len(self.in_flight) < limit and self.waiting and self.waiting[0][0] <= now:
             _, _, child = heapq.heappop(self.waiting)

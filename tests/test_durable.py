@@ -207,7 +207,7 @@ def test_status_json_uses_describe_map_run_field_names(tmp_path: Path, state_dir
 
 
 def test_status_follows_a_run_started_elsewhere(tmp_path: Path, state_dir: Path) -> None:
-    source = write_jsonl(tmp_path / "items.jsonl", [{"n": n} for n in range(3000)])
+    source = write_jsonl(tmp_path / "items.jsonl", [{"n": n} for n in range(8000)])
     driver = subprocess.Popen(
         [sys.executable, "-m", "runner", "map", source, "--worker", f"{W}:slow_double",
          "--dest", str(tmp_path / "out"), "--batch-size", "10", "--concurrency", "2",

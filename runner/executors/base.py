@@ -22,6 +22,8 @@ class Executor(Protocol):
     slots: int
     #: Whether callables must be importable by name (separate processes or machines).
     remote: bool
+    #: Batches queued per slot when MaxConcurrency is unlimited: more hides a round trip.
+    prefetch: int
 
     def __enter__(self) -> Self: ...
 

@@ -30,6 +30,7 @@ class DaskExecutor:
 
     name = "dask"
     remote = True  # callables travel by pickle; workers import the worker function by name
+    prefetch = 16  # a scheduler round trip costs milliseconds: keep every worker fed
 
     def __init__(
         self,

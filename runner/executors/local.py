@@ -33,6 +33,7 @@ class LocalExecutor:
     at the core count for processes (more processes than cores only adds switching)."""
 
     name = "local"
+    prefetch = 2
 
     def __init__(self, mode: Mode = "threads", max_workers: int | None = None) -> None:
         if mode not in ("threads", "processes", "inline"):
