@@ -64,6 +64,7 @@ THRESHOLD_ERROR = "States.ExceedToleratedFailureThreshold"
 THRESHOLD_CAUSE = "The specified tolerated failure threshold was exceeded"
 ACCOUNT, REGION = "000000000000", "local"
 DEFAULT_READ_AHEAD_ITEMS = 100_000
+AWS_ROLLOVER_BYTES = 5 * 1024**3  # ResultWriter starts a new file past 5 GB, as AWS does
 
 
 @dataclass
@@ -653,14 +654,13 @@ class _MapRun:
     def _new_writer(self) -> ResultWriter:
         spec = self.spec
         writer_config = spec.result_writer.writer_config if spec.result_writer else None
-        options = {"rollover_bytes": self.rollover_bytes} if self.rollover_bytes else {}
         return ResultWriter(
             self.dest_url,
             self.run_id,
             self.map_run_arn,
             transformation=writer_config.transformation if writer_config else "NONE",
             output_type=writer_config.output_type if writer_config else "JSON",
-            **options,
+            rollover_bytes=self.rollover_bytes or AWS_ROLLOVER_BYTES,
         )
 
     def _restore_counts(self) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -49,7 +49,7 @@ AWS_MAX_CHILD_INPUT_BYTES = 256 * 1024
 AWS_MAX_ITEMS = 100_000_000
 LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
 GET_OBJECT = "arn:aws:states:::s3:getObject"
-PUT_OBJECT = "arn:aws:states:::s3:putObject"
+PUT_OBJECT: Final = "arn:aws:states:::s3:putObject"
 _INPUT_TYPES = ("CSV", "JSON", "JSONL", "PARQUET", "MANIFEST")
 # States.ALL never matches these two (AWS error-handling guide).
 _NOT_MATCHED_BY_ALL = frozenset({"States.DataLimitExceeded", "States.Runtime"})

@@ -16,3 +16,9 @@ def test_ruff_check_is_clean() -> None:
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_is_clean_on_the_runner() -> None:
+    mypy = Path(sys.executable).parent / "mypy"
+    done = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -147,7 +147,7 @@ class IsolatedProcessPool(Executor):
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         self._max_workers = max_workers
-        self._ctx = mp_context or _default_context()
+        self._ctx: Any = mp_context or _default_context()  # typeshed's BaseContext lacks Process
         self._lock = threading.Lock()  # guards every field below
         self._queue: deque[_Task] = deque()
         self._workers: list[_Worker] = []  # only the manager thread adds or removes

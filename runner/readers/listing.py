@@ -33,8 +33,8 @@ import dataclasses
 import hashlib
 import itertools
 import os
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import Generator, Iterator, Mapping
+from typing import Any, ClassVar, Protocol
 
 from runner.errors import InputNotFound, ReaderError, SpecError
 from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
@@ -109,7 +109,7 @@ class ListingReader(ItemReader):
                 yield Shard(url=lister.object_url(key), number=number, extra=extra)
                 number += 1
 
-    def _page_of(self, shard: Shard, lister: _S3Lister | _LocalLister) -> list[Any]:
+    def _page_of(self, shard: Shard, lister: _Lister) -> list[Any]:
         start_after = shard.extra.get("start_after")
         cached = self._last_page
         if cached is not None and cached[0] == (shard.url, start_after):
@@ -130,7 +130,7 @@ class ListingReader(ItemReader):
             )
         return page
 
-    def _lister(self, url: str) -> _S3Lister | _LocalLister:
+    def _lister(self, url: str) -> _Lister:
         if url.startswith("s3://"):
             if self._client is None:
                 self._client = _s3_client(self.config.storage_options)
@@ -184,6 +184,15 @@ def _s3_client(storage_options: Mapping[str, Any]) -> Any:
     return boto3.session.Session(profile_name=options.get("profile")).client("s3", **kwargs)
 
 
+class _Lister(Protocol):
+    """What the reader needs from a listing: S3's (entries are dicts) or a folder's (tuples)."""
+
+    def pages(self, start_after: str | None) -> Generator[list[Any], None, None]: ...
+    def item(self, entry: Any) -> dict[str, Any]: ...
+    def size(self, entry: Any) -> int: ...
+    def object_url(self, key: str) -> str: ...
+
+
 class _S3Lister:
     """ListObjectsV2 pages of one bucket/prefix; entries are finished AWS items."""
 
@@ -193,7 +202,7 @@ class _S3Lister:
         self.client = client
         self.page_size = page_size
 
-    def pages(self, start_after: str | None) -> Iterator[list[dict[str, Any]]]:
+    def pages(self, start_after: str | None) -> Generator[list[Any], None, None]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
@@ -250,7 +259,7 @@ class _LocalLister:
         self.root = url[len("file://") :] if url.startswith("file://") else url
         self.page_size = page_size
 
-    def pages(self, start_after: str | None) -> Iterator[list[tuple[str, str]]]:
+    def pages(self, start_after: str | None) -> Generator[list[Any], None, None]:
         if not os.path.isdir(self.root):
             if os.path.exists(self.root):
                 raise ReaderError(self.url, "a local listing needs a directory, not a file")

@@ -200,8 +200,8 @@ def _is_list_like(kind: pa.DataType) -> bool:
 
 
 def _struct_converter(kind: pa.StructType) -> Converter | None:
-    fields = [(kind.field(i).name, _converter(kind.field(i).type)) for i in range(kind.num_fields)]
-    fields = [(name, convert) for name, convert in fields if convert is not None]
+    maybe = [(kind.field(i).name, _converter(kind.field(i).type)) for i in range(kind.num_fields)]
+    fields = [(name, convert) for name, convert in maybe if convert is not None]
     if not fields:
         return None
 
