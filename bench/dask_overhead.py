@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _items import write_items
+
 from runner import MapSpec, run
 from workers.basic import echo
 
@@ -42,10 +44,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="shardmap-dask-"))
-    source = work / "items.jsonl"
-    with source.open("w") as f:
-        for n in range(args.items):
-            f.write(json.dumps({"id": n, "name": f"item-{n}", "value": n * 0.5}) + "\n")
+    source = write_items(work / "items.jsonl", args.items)
     spec = MapSpec.from_dict(
         {
             "Worker": "echo",

@@ -10,11 +10,12 @@ results from it at the end. Prints the median ratio journal / no journal.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _items import write_items
 
 from runner import MapSpec, run
 
@@ -26,10 +27,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="shardmap-journal-"))
-    source = work / "items.jsonl"
-    with source.open("w") as f:
-        for n in range(args.items):
-            f.write(json.dumps({"id": n, "name": f"item-{n}", "value": n * 0.5}) + "\n")
+    source = write_items(work / "items.jsonl", args.items)
     spec = MapSpec.from_dict(
         {
             "Worker": "echo",

@@ -11,7 +11,6 @@ alternating, several rounds; the script prints the median time ratio shardmap / 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -19,16 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _items import write_items
+
 HERE = Path(__file__).parent
 BASELINE = HERE / "_baseline_map.py"
-
-
-def make_items(path: Path, count: int) -> None:
-    if path.exists() and sum(1 for _ in path.open()) == count:
-        return
-    with path.open("w") as f:
-        for n in range(count):
-            f.write(json.dumps({"id": n, "name": f"item-{n}", "value": n * 0.5}) + "\n")
 
 
 def timed(command: list[str]) -> float:
@@ -49,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="shardmap-bench-"))
     items = work / "items.jsonl"
-    make_items(items, args.items)
+    write_items(items, args.items)
     shardmap = Path(sys.executable).parent / "shardmap"
     ours_cmd = [
         str(shardmap),
