@@ -86,8 +86,9 @@ def hang(event: dict[str, Any]) -> list[Any]:
 
 def slow_double(event: dict[str, Any]) -> list[Any]:
     """``double`` that takes a few milliseconds per batch, so a run lasts long enough to kill,
-    and fails batches holding an item with ``fail: true``."""
-    time.sleep(0.01)
+    and fails batches holding an item with ``fail: true``. ``BatchInput.sleep`` (seconds)
+    stretches a run further."""
+    time.sleep((event.get("BatchInput") or {}).get("sleep", 0.01))
     for item in event["Items"]:
         if item.get("fail"):
             raise ValueError(f"item n={item['n']} is marked to fail")
