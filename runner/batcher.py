@@ -39,13 +39,22 @@ class Batch:
     cause: str | None = None
     input_json: str | None = None  # the child input as compact JSON, made by the planner
     fingerprint: str | None = None  # of input_json, when a journal checks resumed plans
+    # Shard-parallel runs: where the worker reads the items (a runner.shards.BatchRef), and
+    # how many; ``items`` stays empty on the driver.
+    ref: Any = None
+    count: int = 0
+    expected: str | None = None  # the fingerprint a resumed ref batch must come back with
 
     @property
     def size(self) -> int:
-        return len(self.items)
+        return self.count if self.ref is not None else len(self.items)
 
     def child_input(self) -> Any:
         """AWS's child input: ``{"Items": [...]}`` (+ ``BatchInput``), or the lone item."""
+        if self.ref is not None:  # read here only for records of batches that never ran
+            from runner.shards import materialize
+
+            return materialize(self.ref)[0]
         if not self.batched:
             return self.items[0]
         if self.batch_input is not None:
@@ -55,7 +64,8 @@ class Batch:
 
 @dataclass(slots=True)
 class Failed:
-    """An item that could not be selected: ``error``/``cause`` say why (States.Runtime)."""
+    """An item that could not be selected: ``error``/``cause`` say why (States.Runtime).
+    Its batch fails as a whole and is never run; the item stands in its input as ``null``."""
 
     error: str
     cause: str
@@ -69,7 +79,12 @@ def batch_items(
     batch_input: Any = None,
     batched: bool = True,
 ) -> Iterator[Batch]:
-    """Group ``(index, item)`` pairs into batches; a :class:`Failed` item gets its own batch."""
+    """Group ``(index, item)`` pairs into batches.
+
+    A :class:`Failed` item stands in the batch as ``null`` and fails the whole batch with its
+    error: batch boundaries never depend on whether selection succeeded, so a run that reads
+    its shards on the workers (where selection happens) numbers batches exactly the same way.
+    """
     number = 0
     if not batched:
         for index, item in items:
@@ -82,23 +97,25 @@ def batch_items(
         ).encode()
     )
     current: list[Any] = []
+    failure: Failed | None = None
     first = 0
     used = overhead
+
+    def emit() -> Batch:
+        error, cause = (failure.error, failure.cause) if failure else (None, None)
+        return Batch(number, first, current, batch_input, error=error, cause=cause)
+
     for index, item in items:
-        if isinstance(item, Failed):
-            if current:
-                yield Batch(number, first, current, batch_input)
-                number, current = number + 1, []
-            yield _single(number, index, item, batched=True, batch_input=batch_input)
-            number += 1
-            continue
+        failed = item if isinstance(item, Failed) else None
+        if failed is not None:
+            item = None
         cost = 0
         if max_bytes is not None:
             cost = len(dumps(item).encode()) + (1 if current else 0)  # +1 for the comma
             if overhead + cost > max_bytes:  # alone it cannot fit: fail it, keep order
                 if current:
-                    yield Batch(number, first, current, batch_input)
-                    number, current = number + 1, []
+                    yield emit()
+                    number, current, failure = number + 1, [], None
                 yield Batch(
                     number,
                     index,
@@ -112,18 +129,20 @@ def batch_items(
                 used = overhead
                 continue
             if current and used + cost > max_bytes:
-                yield Batch(number, first, current, batch_input)
-                number, current, used = number + 1, [], overhead
+                yield emit()
+                number, current, used, failure = number + 1, [], overhead, None
                 cost -= 1  # first item of the new batch needs no comma
         if not current:
             first = index
+        if failed is not None and failure is None:
+            failure = failed
         current.append(item)
         used += cost
         if max_items is not None and len(current) >= max_items:
-            yield Batch(number, first, current, batch_input)
-            number, current, used = number + 1, [], overhead
+            yield emit()
+            number, current, used, failure = number + 1, [], overhead, None
     if current:
-        yield Batch(number, first, current, batch_input)
+        yield emit()
 
 
 def _single(number: int, index: int, item: Any, *, batched: bool, batch_input: Any = None) -> Batch:

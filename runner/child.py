@@ -28,6 +28,8 @@ class ChildOutcome:
     error: str | None = None
     cause: str | None = None
     seconds: float = 0.0
+    input_json: str | None = None  # set when the worker built the child input (shard reading)
+    final: bool = False  # failed before the worker ran (a selection error): never retried
 
 
 def run_child(

@@ -74,6 +74,12 @@ def _journal_options(fn):
         expose_value=False,
     )(fn)
     fn = click.option("--run-id", help="Name the run (default: a new UUID).")(fn)
+    fn = click.option(
+        "--shard-reading/--driver-reading",
+        default=None,
+        help="Workers read their own shards of CSV, JSONL and Parquet sources, or the driver "
+        "reads every item [shard reading with --executor dask].",
+    )(fn)
     return click.option(
         "--no-journal", is_flag=True, help="Do not journal the run (then no resume or redrive)."
     )(fn)
@@ -109,6 +115,7 @@ def run_command(
     resource: tuple[str, ...],
     run_id: str | None,
     no_journal: bool,
+    shard_reading: bool | None,
 ) -> None:
     """Run a pipeline file (YAML) or an ASL state machine (.json)."""
     resources = dict(_pair(r, "--resource") for r in resource)
@@ -122,6 +129,7 @@ def run_command(
         executor=executor,
         run_id=run_id,
         journal=not no_journal,
+        shard_reading=shard_reading,
     )
 
 
@@ -167,6 +175,7 @@ def map_command(
     executor: str | None,
     run_id: str | None,
     no_journal: bool,
+    shard_reading: bool | None,
 ) -> None:
     """Ad-hoc run of WORKER over every item of SOURCE (an S3 prefix, a folder or a file)."""
     reader = infer_item_reader(source, input_type)
@@ -206,6 +215,7 @@ def map_command(
         executor=executor,
         run_id=run_id,
         journal=not no_journal,
+        shard_reading=shard_reading,
     )
 
 

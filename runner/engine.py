@@ -44,6 +44,7 @@ from runner.paths import PathNotFound, compile_path, compile_template, context_o
 from runner.readers.base import KeyedValue, ReaderConfig, get_reader
 from runner.registry import resolve_worker
 from runner.results import ResultWriter, ResultWriterDetails, child_name
+from runner.shards import run_ref, shard_batches, why_not_sharded
 from runner.spec import AWS_MAX_CHILD_INPUT_BYTES, MapSpec
 from runner.types import BatchStatus, ChildRecord, RunStatus
 
@@ -162,6 +163,7 @@ def run(
     rollover_bytes: int | None = None,
     state_dir: str | None = None,
     journal: bool = True,
+    shard_reading: bool | None = None,
 ) -> MapRunResult:
     """Run a Distributed Map described by ``spec`` and write AWS-layout results.
 
@@ -169,7 +171,9 @@ def run(
     a run that ends FAILED is reported there, not raised. The run is journaled under
     ``state_dir`` (``$SHARDMAP_STATE_DIR`` or ``.shardmap/``) so it can be resumed after a
     crash (:func:`resume`) and redriven (:func:`redrive`); ``journal=False`` turns the journal
-    off and streams records straight to the result files.
+    off and streams records straight to the result files. ``shard_reading`` makes the
+    workers read the items of their batches from storage (:mod:`runner.shards`); by default it
+    is on for executors that read shards (Dask) when the source allows it.
 
     >>> result = run(MapSpec.from_yaml("pipelines/demo.yaml"))  # doctest: +SKIP
     >>> result.status, result.manifest_url                      # doctest: +SKIP
@@ -217,6 +221,7 @@ def run(
             read_ahead_items=read_ahead_items,
             rollover_bytes=rollover_bytes,
             journal=journal_,
+            shard_reading=shard_reading,
         ).execute()
     finally:
         if journal_ is not None:
@@ -538,6 +543,15 @@ class _Carry:
         )
 
 
+def _source_changed(batch: Batch) -> ReaderError:
+    return ReaderError(
+        "the item source",
+        f"batch {batch.number} no longer holds the items it held when the run was "
+        "planned: the source changed since the run started; start a new run",
+        f"item {batch.first_index}",
+    )
+
+
 class _Planner(threading.Thread):
     """Reads and batches ahead of the loop into a bounded queue; counts what it planned.
 
@@ -564,6 +578,11 @@ class _Planner(threading.Thread):
             for batch in self.batches:
                 self.items += batch.size
                 self.executions += 1
+                if batch.ref is not None:  # the worker builds the input: check it on return
+                    if self.fingerprints and self._ref_already_done(batch):
+                        continue
+                    self.queue.put(batch)
+                    continue
                 batch.input_json = dumps(batch.child_input())
                 if self.fingerprints and self._already_done(batch):
                     continue
@@ -574,18 +593,19 @@ class _Planner(threading.Thread):
             self.done.set()
             self.queue.put(_DONE)
 
+    def _ref_already_done(self, batch: Batch) -> bool:
+        kept = self.carry.keep.get(batch.number)
+        if kept is None:
+            batch.expected = self.carry.check.get(batch.number)
+        return kept is not None
+
     def _already_done(self, batch: Batch) -> bool:
         assert batch.input_json is not None
         batch.fingerprint = fingerprint(batch.input_json)
         kept = self.carry.keep.get(batch.number)
         expected = kept[1] if kept else self.carry.check.get(batch.number)
         if expected is not None and expected != batch.fingerprint:
-            raise ReaderError(
-                "the item source",
-                f"batch {batch.number} no longer holds the items it held when the run was "
-                "planned: the source changed since the run started; start a new run",
-                f"item {batch.first_index}",
-            )
+            raise _source_changed(batch)
         return kept is not None
 
 
@@ -616,8 +636,10 @@ class _MapRun:
         rollover_bytes: int | None,
         journal: Journal | None = None,
         carry: _Carry | None = None,
+        shard_reading: bool | None = None,
     ) -> None:
         self.spec = spec
+        self.shard_reading = shard_reading
         self.journal = journal
         self.carry = carry or _Carry()
         self.dest_url = dest_url
@@ -685,7 +707,7 @@ class _MapRun:
         started, clock = datetime.now(UTC), time.monotonic()
         self.started_clock = clock
         self.worker = self._worker_callable()
-        batches = plan_batches(self.spec, self.run_input)
+        batches = self._plan()
         batcher = self.spec.item_batcher
         per_batch = (batcher.max_items_per_batch or 1) if batcher else 1
         self.planner = _Planner(
@@ -729,6 +751,37 @@ class _MapRun:
             warnings=self.warnings,
         )
 
+    def _plan(self) -> Iterator[Batch]:
+        """Batches read on the driver, or refs the workers read (shard-parallel reading)."""
+        wanted = self.shard_reading
+        if wanted is None:
+            wanted = bool(getattr(self.executor, "reads_shards", False))
+        if not wanted:
+            return plan_batches(self.spec, self.run_input)
+        reason = why_not_sharded(self.spec)
+        if reason is None:
+            batches = shard_batches(
+                self.spec,
+                self.run_input,
+                _reader_config(self.spec),
+                self._submit_now,
+                window=2 * self.executor.slots,
+            )
+            if batches is not None:
+                log.info("map run %s: workers read their own shards", self.run_id)
+                return batches
+            reason = "compressed files cannot be split"
+        log.info("map run %s: items are read on the driver: %s", self.run_id, reason)
+        return plan_batches(self.spec, self.run_input)
+
+    def _submit_now(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Submit from the planner thread (index tasks), bypassing any bulk buffering."""
+        future = self.executor.submit(fn, *args)
+        flush = getattr(self.executor, "flush", None)
+        if flush is not None:
+            flush()
+        return future
+
     def _worker_callable(self) -> Any:
         if not self.spec.worker:
             raise SpecError("Worker", "no worker: name one in the pipeline or with --worker")
@@ -738,8 +791,11 @@ class _MapRun:
 
     def _loop(self) -> None:
         last_progress = 0.0
+        flush = getattr(self.executor, "flush", None)  # executors that send submissions in bulk
         while self.error is None:
             self._fill_slots()
+            if flush is not None:
+                flush()
             if not self.in_flight and not self.waiting and self._planner_drained():
                 break
             done = self._wait_some()
@@ -779,9 +835,9 @@ class _MapRun:
             self._count_start(batch)
             self._submit(_Child(batch, datetime.now(UTC)))
 
-    def _warn_if_too_big_for_aws(self, child_input: Any) -> None:
+    def _warn_if_too_big_for_aws(self, input_json: str) -> None:
         self.checked_inputs += 1
-        size = len(dumps(child_input).encode())
+        size = len(input_json.encode())
         if size > AWS_MAX_CHILD_INPUT_BYTES and not any("256 KiB" in w for w in self.warnings):
             message = (
                 f"a child input is {size} bytes; AWS rejects child inputs over 256 KiB "
@@ -824,15 +880,18 @@ class _MapRun:
         self.executions.running += 1
 
     def _submit(self, child: _Child) -> None:
-        child_input = child.batch.child_input()
-        if self.checked_inputs < 16:  # a sample: a dumps per child would cost the hot path
-            self._warn_if_too_big_for_aws(child_input)
+        batch = child.batch
         if self.journal is not None:
-            batch = child.batch
             self.journal.started(
                 batch.number, batch.first_index, batch.size, batch.fingerprint or ""
             )
-        future = self.executor.submit(run_child, self.worker, child_input)
+        if batch.ref is not None:
+            future = self.executor.submit(run_ref, self.worker, batch.ref)
+        else:
+            child_input = batch.child_input()
+            if self.checked_inputs < 16:  # a sample: a dumps per child would cost the hot path
+                self._warn_if_too_big_for_aws(dumps(child_input))
+            future = self.executor.submit(run_child, self.worker, child_input)
         timeout = self.spec.timeout_seconds
         child.deadline = time.monotonic() + timeout if timeout else None
         self.in_flight[future] = child
@@ -857,16 +916,40 @@ class _MapRun:
     def _finished(self, child: _Child, future: Future) -> None:
         try:
             outcome: ChildOutcome = future.result()
+        except ReaderError as exc:  # a worker could not read its shard: as a driver-side read
+            self._fail_from_planner(exc)
+            self.in_flight[future] = child  # still running for the count: aborted with the rest
+            return
         except Exception as exc:  # the executor itself failed this batch (lost process, pickling)
             outcome = ChildOutcome(False, None, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+        if outcome.input_json is not None and not self._took_input(child.batch, outcome):
+            self.in_flight[future] = child
+            return
         if self.journal is not None:
             status = "SUCCEEDED" if outcome.ok else "FAILED"
             self.journal.attempt_ended(child.batch.number, status, outcome.error, outcome.seconds)
         child.seconds = outcome.seconds
         if outcome.ok:
             self._final(child, BatchStatus.SUCCEEDED, output_json=outcome.output_json)
+        elif outcome.final:
+            self._final(child, BatchStatus.FAILED, outcome.error, outcome.cause or "")
         else:
             self._failed_attempt(child, outcome.error or "States.TaskFailed", outcome.cause or "")
+
+    def _took_input(self, batch: Batch, outcome: ChildOutcome) -> bool:
+        """Keep the input a worker built; on resume it must match what the journal holds."""
+        assert outcome.input_json is not None
+        if batch.input_json is None:
+            batch.input_json = outcome.input_json
+            if self.checked_inputs < 16:
+                self._warn_if_too_big_for_aws(outcome.input_json)
+        if self.journal is not None:
+            found = fingerprint(outcome.input_json)
+            if batch.expected is not None and batch.expected != found:
+                self._fail_from_planner(_source_changed(batch))
+                return False
+            batch.fingerprint = found
+        return True
 
     def _expire_deadlines(self) -> None:
         now = time.monotonic()

@@ -17,6 +17,8 @@ failed batch record (see :class:`WorkerError` for choosing the Error name yourse
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ExecutorError",
     "InputNotFound",
@@ -42,6 +44,9 @@ class SpecError(ShardmapError, ValueError):
         self.rule = rule
         super().__init__(f"{path}: {rule}" if path else rule)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # errors cross process and Dask boundaries
+        return (type(self), (self.path, self.rule))
+
 
 class WorkerNotFound(ShardmapError, LookupError):
     """No registered worker (or importable ``module:function``) has this name."""
@@ -62,6 +67,9 @@ class ReaderError(ShardmapError):
         self.reason = reason
         where = f"{url}, {position}" if position else url
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_reader_error, (type(self), self.url, self.reason, self.position))
 
 
 class InputNotFound(ReaderError, FileNotFoundError):
@@ -90,6 +98,9 @@ class RunFailed(ShardmapError):
         self.result = result
         super().__init__(f"{error}: {cause}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error, self.cause))
+
 
 class WorkerError(Exception):
     """Raise from a worker to fail its batch with a chosen AWS ``Error`` name and ``Cause``.
@@ -101,3 +112,14 @@ class WorkerError(Exception):
         self.error = error
         self.cause = cause
         super().__init__(f"{error}: {cause}" if cause else error)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error, self.cause))
+
+
+def _rebuild_reader_error(
+    cls: type[ReaderError], url: str, reason: str, position: str | None
+) -> ReaderError:
+    error = cls.__new__(cls, url, reason)
+    ReaderError.__init__(error, url, reason, position)
+    return error

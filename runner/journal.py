@@ -124,6 +124,8 @@ _WRITES = (
         " start_date, stop_date, seconds, redrive_count, input_json, output_json)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(number) DO UPDATE SET"
         " status = excluded.status, error = excluded.error, cause = excluded.cause,"
+        " fingerprint = CASE WHEN excluded.fingerprint != '' THEN excluded.fingerprint"
+        " ELSE fingerprint END,"
         " start_date = COALESCE(excluded.start_date, start_date),"
         " stop_date = excluded.stop_date, seconds = excluded.seconds,"
         " redrive_count = excluded.redrive_count, input_json = excluded.input_json,"

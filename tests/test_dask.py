@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from runner import MapSpec, load_results, run
+from tests.comparing import comparable
 
 W = "tests.workers_for_tests"
 
@@ -35,20 +36,6 @@ def dask_scheduler(cluster, monkeypatch):
     local, _ = cluster
     monkeypatch.setenv("SHARDMAP_DASK_SCHEDULER", local.scheduler_address)
     return local.scheduler_address
-
-
-def comparable(manifest_url: str) -> list[tuple[Any, ...]]:
-    """Per-item results without timestamps and ids (and the traceback text of causes)."""
-    frame = load_results(manifest_url)
-    rows = []
-    for row in frame.itertuples():
-        cause = row.cause
-        if isinstance(cause, str) and cause.startswith("{"):
-            cause = json.loads(cause)["errorMessage"]
-        rows.append((int(row.index), json.dumps(row.item), json.dumps(row.output), row.status,
-                     row.error if isinstance(row.error, str) else None,
-                     cause if isinstance(cause, str) else None))  # fmt: skip
-    return rows
 
 
 def write_jsonl(path: Path, items: list[Any]) -> str:
@@ -116,7 +103,8 @@ def test_a_dask_worker_killed_mid_run_loses_and_duplicates_nothing(
     _, client = cluster
     source = write_jsonl(tmp_path / "items.jsonl", [{"n": n} for n in range(2000)])
     spec = MapSpec.from_dict({"Worker": f"{W}:slow_double", "Source": source,
-                              "ItemBatcher": {"MaxItemsPerBatch": 10, "BatchInput": {"sleep": 0.03}},
+                              "ItemBatcher": {"MaxItemsPerBatch": 10,
+                                              "BatchInput": {"sleep": 0.03}},
                               "MaxConcurrency": 2,
                               "ResultWriter": {"Destination": str(tmp_path / "out")}})  # fmt: skip
     seen: list[int] = []

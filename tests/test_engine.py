@@ -355,24 +355,26 @@ def test_item_selector_context_object_and_run_input(tmp_path: Path) -> None:
     }
 
 
-def test_item_selector_path_missing_fails_the_item_not_the_data(tmp_path: Path) -> None:
-    source = write_jsonl(
-        str(tmp_path / "items.jsonl"), [{"n": 0, "x": 1}, {"n": 1}, {"n": 2, "x": 3}]
-    )
+def test_item_selector_path_missing_fails_its_batch_not_the_data(tmp_path: Path) -> None:
+    items = [{"n": 0, "x": 1}, {"n": 1}, {"n": 2, "x": 3}, {"n": 3, "x": 4}]
+    source = write_jsonl(str(tmp_path / "items.jsonl"), items)
     spec = spec_for(
         source,
         str(tmp_path / "out"),
         "echo",
         ItemSelector={"x.$": "$$.Map.Item.Value.x"},
-        ItemBatcher={"MaxItemsPerBatch": 10},
-        ToleratedFailureCount=1,
+        ItemBatcher={"MaxItemsPerBatch": 2},
+        ToleratedFailureCount=2,
     )
     result = run(spec, executor="inline")
     assert result.succeeded
     failed = result_records(result.manifest_url, "FAILED")
-    assert failed[0]["Error"] == "States.Runtime" and "item 1" in failed[0]["Cause"]
+    assert len(failed) == 1 and failed[0]["Error"] == "States.Runtime"
+    assert "item 1" in failed[0]["Cause"]
+    assert json.loads(failed[0]["Input"]) == {"Items": [{"x": 1}, None]}  # never run
     frame = load_results(result.manifest_url).set_index("index")
-    assert frame.loc[0, "output"] == {"x": 1} and frame.loc[2, "output"] == {"x": 3}
+    assert frame.loc[2, "output"] == {"x": 3} and frame.loc[3, "output"] == {"x": 4}
+    assert frame.loc[0, "status"] == frame.loc[1, "status"] == "FAILED"
 
 
 def test_items_path_and_object_items(tmp_path: Path) -> None:

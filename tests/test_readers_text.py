@@ -146,6 +146,7 @@ def test_csv_header_byte_order_mark_is_dropped(base):
 def test_csv_empty_file_has_no_items(base):
     assert read(put(f"{base}/empty.csv", ""), "CSV") == []
     assert read(put(f"{base}/header-only.csv", "a,b\n"), "CSV") == []
+    assert read(put(f"{base}/bom-only.csv", b"\xef\xbb\xbf"), "CSV") == []
 
 
 def test_csv_duplicate_headers_fail_with_aws_message(base):

@@ -200,6 +200,8 @@ def _line_blocks(raw: IO[bytes], url: str) -> Iterator[list[str]]:
     while data := raw.read(_BLOCK):
         if first:  # a byte-order mark is not part of the first header name
             data, first = data.removeprefix(_BOM), False
+            if not data:
+                continue  # the file held only the mark
         if pending and _unbroken(pending[-1], data):
             pending.append(data)  # a long line: keep collecting, do not re-split
             pending_size += len(data)
