@@ -129,6 +129,8 @@ class MapRunResult:
     error: str | None = None
     cause: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Whether the workers read their own shards (:mod:`runner.shards`) or the driver read items.
+    shard_reading: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -640,6 +642,7 @@ class _MapRun:
     ) -> None:
         self.spec = spec
         self.shard_reading = shard_reading
+        self.sharded = False
         self.journal = journal
         self.carry = carry or _Carry()
         self.dest_url = dest_url
@@ -749,6 +752,7 @@ class _MapRun:
             error=self.error,
             cause=self.cause,
             warnings=self.warnings,
+            shard_reading=self.sharded,
         )
 
     def _plan(self) -> Iterator[Batch]:
@@ -768,6 +772,7 @@ class _MapRun:
                 window=2 * self.executor.slots,
             )
             if batches is not None:
+                self.sharded = True
                 log.info("map run %s: workers read their own shards", self.run_id)
                 return batches
             reason = "compressed files cannot be split"

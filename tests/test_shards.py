@@ -55,6 +55,7 @@ def both_ways(spec: MapSpec, tmp_path: Path, executor: str = "inline") -> tuple[
 
 
 def assert_same(driver: Any, shards: Any) -> None:
+    assert shards.shard_reading and not driver.shard_reading
     assert shards.status == driver.status
     assert shards.item_counts == driver.item_counts
     assert shards.execution_counts == driver.execution_counts

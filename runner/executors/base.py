@@ -4,6 +4,15 @@ Concurrency limits, retries, timeouts and tolerated-failure decisions live once,
 scheduling loop (:mod:`runner.engine`), never in an executor. Executors report through their
 futures; they never touch the writer or the journal. No threads or processes start in
 ``__init__``: an executor is opened by ``__enter__`` and closed by ``__exit__``.
+
+Optional, and so not part of the protocol below (the loop looks it up with ``getattr``):
+``flush(self) -> None`` sends the calls ``submit`` buffered, in bulk. An executor that has it
+may buffer ``submit`` calls and send them together; the loop calls ``flush`` after each round
+of submissions (the planner after each submission of its own). Such an executor must still send
+what nobody flushes after a short delay, so that ``submit(...).result()`` alone never waits
+forever, and its ``cancel`` and ``__exit__`` must complete buffered futures too (with
+``CancelledError``). ``reads_shards: bool``: when true and the reader can split its input, the
+loop sends shard references (:mod:`runner.shards`) instead of items, and workers read them.
 """
 
 from __future__ import annotations
