@@ -4,9 +4,9 @@ On an executor that reads shards (Dask), a run over a CSV, JSONL or Parquet sour
 item data through the driver:
 
 1. The driver plans shards: byte ranges of a text file (:mod:`runner.readers.split`, only the CSV
-   header is read) or Parquet row groups (from the footers).
+   header is read), Parquet row groups (from the footers) or listing pages (1,000 keys each).
 2. Workers index the byte ranges (the count of records starting in each, and a checkpoint every
-   ``k`` records); Parquet needs no index, the footer has the row counts.
+   ``k`` records); Parquet and listings need no index, planning knows their counts.
 3. The driver walks the shards in source order with a running total, so every item gets its
    exact global index, and cuts batches exactly where :func:`runner.engine.plan_batches` would.
    A batch is a :class:`BatchRef`: pieces of one or two shards, never the items themselves.
@@ -88,8 +88,10 @@ def why_not_sharded(spec: MapSpec) -> str | None:
     if reader is None:
         return "the items come from the run input"
     input_type = spec.input_type
-    if input_type not in ("CSV", "JSONL", "PARQUET"):
+    if input_type not in ("CSV", "JSONL", "PARQUET", "LISTING"):
         return f"{input_type} sources are read on the driver"
+    if reader.reader_config.transformation == "LOAD_AND_FLATTEN":
+        return "LOAD_AND_FLATTEN item counts are only known by reading every object"
     batcher = spec.item_batcher
     if batcher is not None and batcher.max_input_bytes_per_batch is not None:
         return "MaxInputBytesPerBatch cuts batches by the size of every item"
@@ -118,8 +120,8 @@ def shard_batches(
     batcher = spec.item_batcher
     size = batcher.max_items_per_batch if batcher and batcher.max_items_per_batch else 1
     spacing = max(size, _MIN_SPACING)
-    if config.input_type == "PARQUET":
-        located = _parquet_shards(reader, url)
+    if config.input_type in ("PARQUET", "LISTING"):
+        located = _counted_shards(reader, url)
     else:
         from runner.readers.split import plan_ranges
 
@@ -190,9 +192,11 @@ def _batches(
         yield batch()
 
 
-def _parquet_shards(reader: ItemReader, url: str) -> Iterator[_Located]:
+def _counted_shards(reader: ItemReader, url: str) -> Iterator[_Located]:
+    """Shards whose item counts planning already knows: Parquet row groups (the footer) and
+    listing pages (the driver listed them; a worker re-lists its page by ``StartAfter``)."""
     for shard in reader.plan_shards(url):
-        yield _Located(shard, int(shard.extra["rows"]))
+        yield _Located(shard, int(shard.extra["rows" if "rows" in shard.extra else "count"]))
 
 
 def _text_shards(
@@ -295,6 +299,8 @@ def _template(selector: Any) -> Any:
 def _read_piece(reader: ItemReader, piece: Piece) -> list[Any]:
     if reader.input_type == "PARQUET":
         return _parquet_rows(reader, piece)
+    if reader.input_type == "LISTING":
+        return _page_items(reader, piece)
     from runner.readers.split import read_range
 
     return read_range(reader, piece.shard, piece.offset, piece.skip, piece.take, piece.line)
@@ -326,6 +332,28 @@ def _parquet_rows(reader: Any, piece: Piece) -> list[Any]:
     for batch in table.slice(piece.skip, piece.take).to_batches():
         rows.extend(to_json_rows(batch))
     return rows
+
+
+# Likewise a listing page: its batches re-list it once per worker process, not once per batch.
+_pages: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
+_PAGES_KEPT = 2
+
+
+def _page_items(reader: ItemReader, piece: Piece) -> list[Any]:
+    key = (piece.shard.url, piece.shard.number)
+    with _groups_lock:
+        page = _pages.get(key)
+        if page is not None:
+            _pages.move_to_end(key)
+    if page is None:
+        page = reader.page_entries(piece.shard)  # type: ignore[attr-defined]
+        with _groups_lock:
+            _pages[key] = page
+            while len(_pages) > _PAGES_KEPT:
+                _pages.popitem(last=False)
+    # Only this batch's items are built: for a local folder that is where files are hashed.
+    entries = page[piece.skip : piece.skip + piece.take]
+    return reader.page_items(piece.shard, entries)  # type: ignore[attr-defined]
 
 
 def _shard_bytes() -> int:

@@ -61,7 +61,7 @@ def write_jsonl(path: Path, items: list[Any]) -> str:
 
 
 SHARDED = {"batched-with-failures", "csv-on-s3", "parquet-row-groups-on-s3",
-           "quoted-csv-in-small-shards"}  # fmt: skip
+           "quoted-csv-in-small-shards", "listing-on-s3"}  # fmt: skip
 
 
 def parquet_on_s3(s3_client, bucket: str, rows: int, group: int) -> str:
@@ -132,7 +132,8 @@ def pipelines(tmp_path: Path, bucket: str, s3_client) -> dict[str, dict[str, Any
 def test_local_and_dask_give_identical_results(
     tmp_path: Path, s3_server, bucket: str, s3_client, dask_scheduler: str, monkeypatch
 ) -> None:
-    """Dask reads CSV, JSONL and Parquet shards on its workers; local runs read on the driver."""
+    """Dask reads CSV, JSONL, Parquet and listing shards on its workers; local runs read on
+    the driver."""
     monkeypatch.setenv("SHARDMAP_SHARD_BYTES", "2000")  # many shards, edges inside quotes
     for name, data in pipelines(tmp_path, bucket, s3_client).items():
         spec = MapSpec.from_dict(data)

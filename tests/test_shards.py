@@ -106,6 +106,30 @@ def test_parquet_row_groups_batches_spanning_groups(tmp_path) -> None:
     assert_same(driver, shards)
 
 
+def test_listing_pages_batches_spanning_pages(tmp_path, monkeypatch) -> None:
+    from runner.readers.listing import ListingReader
+
+    monkeypatch.setattr(ListingReader, "page_size", 7)  # 45 files: 7 pages, batches span them
+    folder = tmp_path / "objects"
+    for n in range(45):
+        sub = folder / f"d{n % 4}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{n:03d}.bin").write_bytes(bytes([n]) * n)
+    spec = MapSpec.from_dict({
+        "Worker": "echo", "Source": str(folder),
+        "ItemReader": {"Resource": "arn:aws:states:::s3:listObjectsV2",
+                       "ReaderConfig": {"MaxItems": 40}},
+        "ItemSelector": {"i.$": "$$.Map.Item.Index", "key.$": "$$.Map.Item.Value.Key",
+                         "etag.$": "$$.Map.Item.Value.Etag", "size.$": "$$.Map.Item.Value.Size"},
+        "ItemBatcher": {"MaxItemsPerBatch": 3},
+    })  # fmt: skip
+    driver, shards = both_ways(spec, tmp_path, executor="threads")
+    assert driver.item_counts.total == 40
+    assert_same(driver, shards)
+    frame = load_results(shards.manifest_url)
+    assert [item["i"] for item in frame["item"]] == list(range(40))
+
+
 def test_selector_that_selects_nothing_fails_the_same_batch(tmp_path, tiny_shards) -> None:
     items = [{"n": n, "x": n} if n != 8 else {"n": n} for n in range(20)]
     spec = MapSpec.from_dict({
@@ -185,6 +209,7 @@ def test_what_stays_on_the_driver_and_why(tmp_path, caplog) -> None:
 
     assert why_not_sharded(spec(Source="x.jsonl")) is None
     assert why_not_sharded(spec(Source="x.parquet")) is None
+    assert why_not_sharded(spec(Source="s3://bucket/prefix/")) is None
     assert "read on the driver" in (why_not_sharded(spec(Source="x.json")) or "")
     assert "run input" in (why_not_sharded(spec(ItemsPath="$.items")) or "")
     limited = spec(Source="x.csv", ItemBatcher={"MaxInputBytesPerBatch": 1000})

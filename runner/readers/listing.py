@@ -90,6 +90,15 @@ class ListingReader(ItemReader):
         for entry in self._page_of(shard, lister):
             yield lister.item(entry)
 
+    def page_entries(self, shard: Shard) -> list[Any]:
+        """The raw entries of one listing page, checked against the plan (opaque, picklable)."""
+        return self._page_of(shard, self._lister(shard.url))
+
+    def page_items(self, shard: Shard, entries: list[Any]) -> list[dict[str, Any]]:
+        """AWS listing items of some of a page's entries (a local file is hashed here)."""
+        lister = self._lister(shard.url)
+        return [lister.item(entry) for entry in entries]
+
     def source_name(self, url: str) -> str:
         """``S3://bucket`` for a listing (AWS names the bucket, not the prefix)."""
         if url.startswith("s3://"):
