@@ -19,6 +19,7 @@ import click
 from runner.engine import MapRunResult, RunProgress, infer_item_reader, run
 from runner.errors import ReaderError, ShardmapError, SpecError
 from runner.registry import known_workers
+from runner.samples import SAMPLES
 from runner.spec import MapSpec
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -241,17 +242,18 @@ def validate_command(pipeline: str, show_asl: bool) -> None:
 
 
 @main.command("sample")
-@click.argument("workload", type=click.Choice(["demo"]))
+@click.argument("workload", type=click.Choice(sorted(SAMPLES)))
 @click.argument("dest_url")
-@click.option("--count", type=click.IntRange(1), default=2000, help="How many objects.")
+@click.option("--count", type=click.IntRange(1), help="How many (objects, images, leads).")
 @click.option("--seed", type=int, default=7)
 @_guard
-def sample_command(workload: str, dest_url: str, count: int, seed: int) -> None:
-    """Write a seeded sample dataset for WORKLOAD under DEST_URL."""
-    from runner.samples import write_demo
+def sample_command(workload: str, dest_url: str, count: int | None, seed: int) -> None:
+    """Write a seeded sample dataset for WORKLOAD under DEST_URL; print its summary."""
+    from runner.samples import write_sample
 
-    written = write_demo(dest_url, count=count, seed=seed)
-    click.echo(f"wrote {written} objects under {dest_url}")
+    summary = write_sample(workload, dest_url, count=count, seed=seed)
+    click.echo(f"wrote {summary['objects']} objects under {dest_url}")
+    click.echo(json.dumps(summary, indent=2, default=str))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +295,12 @@ def _summarise(result: MapRunResult) -> None:
     for warning in result.warnings:
         click.echo(f"  warning: {warning}")
     click.echo(f"  manifest: {result.manifest_url}")
+    if result.reduce is not None:
+        outcome = result.reduce
+        if outcome.succeeded:
+            click.echo(f"  reduce {outcome.name}: {json.dumps(outcome.output, default=str)}")
+        else:
+            click.echo(f"  reduce {outcome.name} FAILED: {outcome.error}: {outcome.cause}")
 
 
 class _Progress:

@@ -42,6 +42,7 @@ from runner.executors import Executor, get_executor
 from runner.journal import Journal, JournalError, default_state_dir, fingerprint
 from runner.paths import PathNotFound, compile_path, compile_template, context_object
 from runner.readers.base import KeyedValue, ReaderConfig, get_reader
+from runner.reduce import ReduceContext, ReduceOutcome, run_reduce
 from runner.registry import resolve_worker
 from runner.results import ResultWriter, ResultWriterDetails, child_name
 from runner.shards import run_ref, shard_batches, why_not_sharded
@@ -131,10 +132,14 @@ class MapRunResult:
     warnings: list[str] = field(default_factory=list)
     #: Whether the workers read their own shards (:mod:`runner.shards`) or the driver read items.
     shard_reading: bool = False
+    #: The pipeline's reduce step, when it has one and the Map Run SUCCEEDED.
+    reduce: ReduceOutcome | None = None
 
     @property
     def succeeded(self) -> bool:
-        return self.status == RunStatus.SUCCEEDED
+        """The Map Run SUCCEEDED and so did its reduce step, if any."""
+        ok = self.status == RunStatus.SUCCEEDED
+        return ok and (self.reduce is None or self.reduce.succeeded)
 
     def describe(self) -> dict[str, Any]:
         """DescribeMapRun-shaped dict (AWS field names)."""
@@ -191,13 +196,13 @@ def run(
         run_input = spec.input if spec.input is not None else {}
     if spec.item_reader is None and spec.items_path is None and spec.source_url():
         spec = spec.replace(item_reader=infer_item_reader(spec.source_url() or ""))
-    resolved = _resolve_paths(spec, run_input)
     dest_url = dest or (spec.result_writer.destination_url() if spec.result_writer else None)
     state_dir = state_dir or default_state_dir()
     dest_url = dest_url or f"{state_dir}/results"
     if "://" not in dest_url:  # resume, status and notebooks may run from another directory
         dest_url = os.path.abspath(dest_url)
     run_id = run_id or str(uuid.uuid4())
+    resolved = _resolve_paths(spec, run_input, run_context(spec, run_id, run_input, dest_url))
     executor_name = executor if isinstance(executor, str) else None
     journal_ = None
     if journal:
@@ -213,7 +218,7 @@ def run(
             executor=executor_name,
         )
     try:
-        return _MapRun(
+        result = _MapRun(
             resolved,
             run_input=run_input,
             executor=get_executor(executor, **_executor_options(executor, resolved)),
@@ -225,6 +230,7 @@ def run(
             journal=journal_,
             shard_reading=shard_reading,
         ).execute()
+        return _reduced(result, resolved, run_input, dest_url)
     finally:
         if journal_ is not None:
             journal_.close()
@@ -293,7 +299,7 @@ def _continue(
 ) -> MapRunResult:
     spec = MapSpec.from_dict(row.spec)
     executor = executor if executor is not None else row.executor
-    return _MapRun(
+    result = _MapRun(
         spec,
         run_input=row.run_input,
         executor=get_executor(executor, **_executor_options(executor, spec)),
@@ -305,6 +311,42 @@ def _continue(
         journal=journal,
         carry=carry,
     ).execute()
+    return _reduced(result, spec, row.run_input, row.dest_url)
+
+
+def _reduced(result: MapRunResult, spec: MapSpec, run_input: Any, dest_url: str) -> MapRunResult:
+    """Run the pipeline's reduce step over a SUCCEEDED Map Run's results."""
+    if not spec.reduce or result.status != RunStatus.SUCCEEDED or not result.manifest_url:
+        return result
+    batcher = spec.item_batcher
+    context = ReduceContext(
+        run_id=result.run_id,
+        manifest_url=result.manifest_url,
+        destination=dest_url,
+        source=spec.source_url(),
+        run_input=run_input,
+        batch_input=batcher.batch_input if batcher else None,
+    )
+    log.info("map run %s: reduce step %s", result.run_id, spec.reduce)
+    result.reduce = run_reduce(spec.reduce, context)
+    if not result.reduce.succeeded:
+        log.error("map run %s: reduce step failed: %s", result.run_id, result.reduce.cause)
+    return result
+
+
+def run_context(spec: MapSpec, run_id: str, run_input: Any, dest_url: str) -> dict[str, Any]:
+    """The ``$$`` object of a run-level template (ItemBatcher.BatchInput).
+
+    ``Execution`` and ``StateMachine`` as in AWS's context object, plus a shardmap extension,
+    ``$$.Shardmap.Source`` / ``.Destination`` / ``.RunId``, so that a pipeline can send its
+    workers where to write (``ThumbnailsTo.$: $$.Shardmap.Destination``) and ``--dest`` moves
+    those outputs with the results.
+    """
+    return {
+        "Execution": {"Name": run_id, "Input": run_input},
+        "StateMachine": {"Name": spec.name},
+        "Shardmap": {"Source": spec.source_url(), "Destination": dest_url, "RunId": run_id},
+    }
 
 
 def map_run_arn(spec: MapSpec, run_id: str) -> str:
@@ -351,8 +393,9 @@ def _executor_options(executor: Any, spec: MapSpec) -> dict[str, Any]:
     return {}
 
 
-def _resolve_paths(spec: MapSpec, run_input: Any) -> MapSpec:
-    """Replace every ``...Path`` field with the value it selects from the run input."""
+def _resolve_paths(spec: MapSpec, run_input: Any, context: Any = None) -> MapSpec:
+    """Replace every ``...Path`` field with the value it selects from the run input, and build
+    BatchInput once (its ``$$`` paths read ``context``, see :func:`run_context`)."""
 
     def value(path: str, field: str) -> Any:
         try:
@@ -379,7 +422,10 @@ def _resolve_paths(spec: MapSpec, run_input: Any) -> MapSpec:
                 batcher[name] = value(batcher.pop(f"{name}_path"), alias)
         if batcher.get("batch_input") is not None:
             build = compile_template(batcher["batch_input"], "ItemBatcher.BatchInput")
-            batcher["batch_input"] = build(run_input, {})
+            try:
+                batcher["batch_input"] = build(run_input, context or {})
+            except PathNotFound as exc:
+                raise SpecError("ItemBatcher.BatchInput", f"path {exc} selected nothing") from None
         changes["item_batcher"] = batcher
     reader = spec.item_reader
     if reader and reader.reader_config.max_items_path:

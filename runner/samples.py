@@ -1,14 +1,51 @@
-"""Seeded sample datasets (``shardmap sample WORKLOAD DEST_URL``)."""
+"""Seeded sample datasets (``shardmap sample WORKLOAD DEST_URL``), in a lazy registry.
+
+A generator is ``fn(dest_url, *, count=None, seed=7) -> dict``: it writes its dataset under
+``dest_url`` (a local folder or ``s3://`` prefix), the same bytes for the same seed, and returns
+a JSON-able summary whose ``objects`` is how many objects it wrote. ``count`` (the generator's
+own unit: objects, images, leads) is ``None`` for the generator's default. Ground truth that
+tests and notebooks check against (counts per rule) belongs in the summary, never among the
+data objects, where a listing would pick it up as an item.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import fsspec
 
-__all__ = ["write_demo"]
+__all__ = ["SAMPLES", "get_sample", "write_demo", "write_sample"]
+
+#: Workload name -> ``module:function``; modules are imported only when their sample is made.
+SAMPLES: dict[str, str] = {
+    "demo": "runner.samples:demo_sample",
+}
+
+
+def get_sample(workload: str) -> Callable[..., dict[str, Any]]:
+    """The generator registered for ``workload``."""
+    target = SAMPLES.get(workload)
+    if target is None:
+        raise KeyError(f"no sample for {workload!r}; known: {', '.join(sorted(SAMPLES))}")
+    module_name, _, name = target.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def write_sample(
+    workload: str, dest_url: str, *, count: int | None = None, seed: int = 7
+) -> dict[str, Any]:
+    """Write ``workload``'s sample dataset under ``dest_url``; its summary."""
+    return get_sample(workload)(dest_url, count=count, seed=seed)
+
+
+def demo_sample(dest_url: str, *, count: int | None = None, seed: int = 7) -> dict[str, Any]:
+    return {"objects": write_demo(dest_url, count=count or 2000, seed=seed)}
+
 
 _WORDS = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "

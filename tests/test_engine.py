@@ -602,3 +602,48 @@ def test_a_killed_worker_process_without_retry_is_a_clear_failure(tmp_path: Path
     assert result.succeeded and result.item_counts.failed == 5
     failed = result_records(result.manifest_url, "FAILED")
     assert failed[0]["Error"] == "WorkerProcessDied" and "SIGKILL" in failed[0]["Cause"]
+
+
+def test_reduce_runs_once_over_every_succeeded_output(tmp_path: Path) -> None:
+    source = write_jsonl(str(tmp_path / "items.jsonl"), [{"n": n} for n in range(250)])
+    spec = spec_for(source, str(tmp_path / "out"), f"{W}:fail_marked",
+                    Reduce=f"{W}:total_of_outputs",
+                    ItemBatcher={"MaxItemsPerBatch": 40, "BatchInput": {"k": 1}})  # fmt: skip
+    result = run(spec, executor="threads")
+    assert result.succeeded and result.reduce is not None and result.reduce.succeeded
+    dest = str(tmp_path / "out")
+    expected = {"sum": sum(range(250)), "count": 250, "dest": dest, "batch_input": {"k": 1}}
+    assert result.reduce.output == expected
+
+
+def test_reduce_is_skipped_for_a_failed_run_and_its_failure_fails_the_result(
+    tmp_path: Path,
+) -> None:
+    items = [{"n": n, "fail": n == 3} for n in range(20)]
+    source = write_jsonl(str(tmp_path / "items.jsonl"), items)
+    batcher = {"MaxItemsPerBatch": 4}
+    failed = run(spec_for(source, str(tmp_path / "a"), f"{W}:fail_marked", ItemBatcher=batcher,
+                          Reduce=f"{W}:total_of_outputs"), executor="inline")  # fmt: skip
+    assert failed.status == RunStatus.FAILED and failed.reduce is None
+    clean = write_jsonl(str(tmp_path / "clean.jsonl"), [{"n": n} for n in range(5)])
+    broken = run(spec_for(clean, str(tmp_path / "b"), f"{W}:fail_marked", ItemBatcher=batcher,
+                          Reduce=f"{W}:failing_reducer"), executor="inline")  # fmt: skip
+    assert broken.status == RunStatus.SUCCEEDED and not broken.succeeded
+    assert broken.reduce is not None and broken.reduce.error == "RuntimeError"
+    assert broken.run_id in (broken.reduce.cause or "")
+
+
+def test_batch_input_reads_the_run_context(tmp_path: Path) -> None:
+    source = write_jsonl(str(tmp_path / "items.jsonl"), [{"n": n} for n in range(3)])
+    spec = spec_for(source, str(tmp_path / "ignored"), f"{W}:where_to_write", ItemBatcher={
+        "MaxItemsPerBatch": 10,
+        "BatchInput": {"to.$": "$$.Shardmap.Destination", "from.$": "$$.Shardmap.Source",
+                       "run.$": "$$.Execution.Name", "size.$": "$.size"},
+    })  # fmt: skip
+    dest = str(tmp_path / "moved")
+    result = run(spec, dest=dest, run_input={"size": 64}, run_id="r-1", executor="inline")
+    assert result.succeeded
+    told = load_results(result.manifest_url)["output"][0]
+    assert told == {"to": dest, "from": source, "run": "r-1", "size": 64}
+    with pytest.raises(SpecError, match="BatchInput"):
+        run(spec, dest=dest, run_input={}, executor="inline")

@@ -114,3 +114,19 @@ def die_once(event: dict[str, Any]) -> list[Any]:
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
     return [item["n"] for item in event["Items"]]
+
+
+def total_of_outputs(context: Any) -> dict[str, Any]:
+    """A reducer: the sum of every succeeded output (lists of numbers), and where it ran."""
+    values = [value for output in context.outputs() for value in output]
+    return {"sum": sum(values), "count": len(values), "dest": context.destination,
+            "batch_input": context.batch_input}  # fmt: skip
+
+
+def failing_reducer(context: Any) -> Any:
+    raise RuntimeError(f"cannot reduce {context.run_id}")
+
+
+def where_to_write(event: dict[str, Any]) -> list[Any]:
+    """Echo BatchInput once per item, to show what the workers were told."""
+    return [event["BatchInput"] for _ in event["Items"]]
