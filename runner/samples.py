@@ -24,6 +24,8 @@ __all__ = ["SAMPLES", "get_sample", "write_demo", "write_sample"]
 #: Workload name -> ``module:function``; modules are imported only when their sample is made.
 SAMPLES: dict[str, str] = {
     "demo": "runner.samples:demo_sample",
+    "images": "workers.images_sample:images_sample",
+    "leads": "workers.leads_sample:leads_sample",
 }
 
 
