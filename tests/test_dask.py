@@ -154,42 +154,48 @@ def test_the_progress_line_shows_the_dashboard(dask_scheduler: str) -> None:
     assert described.startswith(f"dask {dask_scheduler} x2 dashboard http")
 
 
+def kill_a_worker_mid_run(
+    tmp_path: Path, client: Any, *, items: int, sleep: float, kill_after: int, **fields: Any
+) -> None:
+    """Run ``slow_double`` over ``items`` items on Dask, SIGKILL a worker process once
+    ``kill_after`` items succeeded, and check every item came back exactly once."""
+    source = write_jsonl(tmp_path / "items.jsonl", [{"n": n} for n in range(items)])
+    spec = MapSpec.from_dict({"Worker": f"{W}:slow_double", "Source": source,
+                              "ItemBatcher": {"MaxItemsPerBatch": 10,
+                                              "BatchInput": {"sleep": sleep}},
+                              "ResultWriter": {"Destination": str(tmp_path / "out")},
+                              **fields})  # fmt: skip
+    seen: list[int] = []
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(
+        target=lambda: outcome.update(
+            result=run(spec, executor="dask", on_progress=lambda p: seen.append(p.items.succeeded))
+        )
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while (not seen or seen[-1] < kill_after) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim = sorted(client.run(os.getpid).values())[0]
+    succeeded_at_kill = seen[-1] if seen else 0
+    os.kill(victim, signal.SIGKILL)  # the nanny restarts it; Dask reschedules its tasks
+    runner.join(timeout=180)
+    assert victim not in client.run(os.getpid).values()  # it really died (and was replaced)
+    result = outcome["result"]
+    assert result.succeeded, (result.error, result.cause)
+    assert succeeded_at_kill < items and seen[-1] == items  # the kill landed mid-run
+    frame = load_results(result.manifest_url)
+    assert list(frame["index"]) == list(range(items))
+    assert list(frame["output"]) == [2 * n for n in range(items)]
+
+
 @pytest.mark.slow
 def test_a_dask_worker_killed_mid_run_loses_and_duplicates_nothing(
     tmp_path: Path, cluster, dask_scheduler: str
 ) -> None:
     _, client = cluster
-    source = write_jsonl(tmp_path / "items.jsonl", [{"n": n} for n in range(2000)])
-    spec = MapSpec.from_dict({"Worker": f"{W}:slow_double", "Source": source,
-                              "ItemBatcher": {"MaxItemsPerBatch": 10,
-                                              "BatchInput": {"sleep": 0.03}},
-                              "MaxConcurrency": 2,
-                              "ResultWriter": {"Destination": str(tmp_path / "out")}})  # fmt: skip
-    seen: list[int] = []
-
-    def progress(p: Any) -> None:
-        seen.append(p.items.succeeded)
-
-    outcome: dict[str, Any] = {}
-    runner = threading.Thread(
-        target=lambda: outcome.update(result=run(spec, executor="dask", on_progress=progress))
-    )
-    runner.start()
-    deadline = time.monotonic() + 60
-    while (not seen or seen[-1] < 300) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    pids = client.run(os.getpid)
-    victim = sorted(pids.values())[0]
-    succeeded_at_kill = seen[-1] if seen else 0
-    os.kill(victim, signal.SIGKILL)  # the nanny restarts it; Dask reschedules its task
-    runner.join(timeout=180)
-    assert victim not in client.run(os.getpid).values()  # it really died (and was replaced)
-    result = outcome["result"]
-    assert result.succeeded, (result.error, result.cause)
-    assert succeeded_at_kill < 2000 and seen[-1] == 2000  # the kill landed mid-run
-    frame = load_results(result.manifest_url)
-    assert list(frame["index"]) == list(range(2000))
-    assert list(frame["output"]) == [2 * n for n in range(2000)]
+    kill_a_worker_mid_run(tmp_path, client, items=2000, sleep=0.03, kill_after=300,
+                          MaxConcurrency=2)  # fmt: skip
 
 
 # -- the executor on its own -------------------------------------------------------------------
@@ -323,30 +329,6 @@ def test_calls_sharing_a_task_its_worker_crashed_are_retried_one_by_one(
 def test_a_worker_killed_while_calls_share_tasks_loses_and_duplicates_nothing(
     tmp_path: Path, own_cluster
 ) -> None:
+    """Short batches travel several to a task: a killed worker's tasks run again, whole."""
     _, client = own_cluster
-    source = write_jsonl(tmp_path / "items.jsonl", [{"n": n} for n in range(10000)])
-    spec = MapSpec.from_dict({"Worker": f"{W}:slow_double", "Source": source,
-                              "ItemBatcher": {"MaxItemsPerBatch": 10,
-                                              "BatchInput": {"sleep": 0.01}},
-                              "ResultWriter": {"Destination": str(tmp_path / "out")}})  # fmt: skip
-    seen: list[int] = []
-    outcome: dict[str, Any] = {}
-    runner = threading.Thread(
-        target=lambda: outcome.update(
-            result=run(spec, executor="dask", on_progress=lambda p: seen.append(p.items.succeeded))
-        )
-    )
-    runner.start()
-    deadline = time.monotonic() + 60
-    while (not seen or seen[-1] < 3000) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    victim = sorted(client.run(os.getpid).values())[0]
-    succeeded_at_kill = seen[-1] if seen else 0
-    os.kill(victim, signal.SIGKILL)  # mid-run: its tasks, each several batches, run again
-    runner.join(timeout=180)
-    result = outcome["result"]
-    assert result.succeeded, (result.error, result.cause)
-    assert succeeded_at_kill < 10000 and seen[-1] == 10000  # the kill landed mid-run
-    frame = load_results(result.manifest_url)
-    assert list(frame["index"]) == list(range(10000))
-    assert list(frame["output"]) == [2 * n for n in range(10000)]
+    kill_a_worker_mid_run(tmp_path, client, items=10000, sleep=0.01, kill_after=3000)
