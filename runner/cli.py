@@ -244,14 +244,22 @@ def validate_command(pipeline: str, show_asl: bool) -> None:
 @main.command("sample")
 @click.argument("workload", type=click.Choice(sorted(SAMPLES)))
 @click.argument("dest_url")
-@click.option("--count", type=click.IntRange(1), help="How many (objects, images, leads).")
+@click.option(
+    "--count", "--rows", type=click.IntRange(1), help="How many (objects, images, leads, rows)."
+)
+@click.option("--months", help="Months to cover, e.g. 2022-01,2023-06,2025-02 (taxi).")
 @click.option("--seed", type=int, default=7)
 @_guard
-def sample_command(workload: str, dest_url: str, count: int | None, seed: int) -> None:
+def sample_command(
+    workload: str, dest_url: str, count: int | None, months: str | None, seed: int
+) -> None:
     """Write a seeded sample dataset for WORKLOAD under DEST_URL; print its summary."""
     from runner.samples import write_sample
 
-    summary = write_sample(workload, dest_url, count=count, seed=seed)
+    extra: dict[str, Any] = {}
+    if months:
+        extra["months"] = [month.strip() for month in months.split(",") if month.strip()]
+    summary = write_sample(workload, dest_url, count=count, seed=seed, **extra)
     click.echo(f"wrote {summary['objects']} objects under {dest_url}")
     click.echo(json.dumps(summary, indent=2, default=str))
 

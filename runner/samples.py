@@ -11,6 +11,7 @@ data objects, where a listing would pick it up as an item.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import random
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from typing import Any
 
 import fsspec
 
+from runner.errors import SpecError
+
 __all__ = ["SAMPLES", "get_sample", "write_demo", "write_sample"]
 
 #: Workload name -> ``module:function``; modules are imported only when their sample is made.
@@ -26,6 +29,7 @@ SAMPLES: dict[str, str] = {
     "demo": "runner.samples:demo_sample",
     "images": "workers.images_sample:images_sample",
     "leads": "workers.leads_sample:leads_sample",
+    "taxi": "workers.taxi_sample:taxi_sample",
 }
 
 
@@ -39,10 +43,16 @@ def get_sample(workload: str) -> Callable[..., dict[str, Any]]:
 
 
 def write_sample(
-    workload: str, dest_url: str, *, count: int | None = None, seed: int = 7
+    workload: str, dest_url: str, *, count: int | None = None, seed: int = 7, **options: Any
 ) -> dict[str, Any]:
-    """Write ``workload``'s sample dataset under ``dest_url``; its summary."""
-    return get_sample(workload)(dest_url, count=count, seed=seed)
+    """Write ``workload``'s sample dataset under ``dest_url``; its summary. ``options`` are the
+    generator's own (``months`` for taxi); one it does not take is a clear error."""
+    generator = get_sample(workload)
+    accepted = inspect.signature(generator).parameters
+    unknown = sorted(name for name in options if name not in accepted)
+    if unknown:
+        raise SpecError("sample", f"the {workload} sample takes no {', '.join(unknown)}")
+    return generator(dest_url, count=count, seed=seed, **options)
 
 
 def demo_sample(dest_url: str, *, count: int | None = None, seed: int = 7) -> dict[str, Any]:
