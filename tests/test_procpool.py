@@ -104,11 +104,12 @@ def return_a_lock() -> object:
 # -- helpers --------------------------------------------------------------------------------------
 def child_pids() -> set[int]:
     """Live and zombie children (a zombie was not reaped), but not multiprocessing's resource
-    tracker: spawn starts it once and it lives as long as the test session."""
+    tracker and fork server: each starts once and lives as long as the test session."""
     pids = set()
     for child in psutil.Process().children(recursive=True):
         try:
-            if "resource_tracker" not in " ".join(child.cmdline()):
+            command = " ".join(child.cmdline())
+            if "resource_tracker" not in command and "forkserver" not in command:
                 pids.add(child.pid)
         except psutil.ZombieProcess:
             pids.add(child.pid)

@@ -136,7 +136,7 @@ class IsolatedProcessPool(Executor):
     :class:`WorkerProcessDied`); :meth:`kill` stops one running task by killing its process.
     At most ``max_workers`` tasks run at once, the rest wait in FIFO order. Processes and the
     manager thread start on the first :meth:`submit`. ``fn`` and its arguments must pickle;
-    ``mp_context`` defaults to fork on Linux (a worker starts in milliseconds).
+    ``mp_context`` defaults to forkserver on Linux (see :func:`_default_context`).
 
     >>> with IsolatedProcessPool(2) as pool:  # doctest: +SKIP
     ...     pool.submit(pow, 2, 10).result()
@@ -439,8 +439,18 @@ class IsolatedProcessPool(Executor):
 
 
 def _default_context() -> BaseContext:
-    # fork starts a worker in milliseconds; elsewhere fork is unsafe or missing.
-    return multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    """forkserver where there is one: workers fork from a clean single-threaded server.
+
+    Plain fork copies the driver mid-run: a lock another thread held (OpenSSL's, taken by the
+    planner's boto3 client; seen hanging a worker in ``SSL_CTX_new``) stays held forever in the
+    child, and s3fs's event loop and live connections are shared by both sides. The server is
+    started once per driver process and preloads the runner, so a worker still starts fast.
+    """
+    if sys.platform == "linux":
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["runner.child", "runner.shards", "pyarrow", "fsspec"])
+        return ctx
+    return multiprocessing.get_context(None)
 
 
 def _reap(process: BaseProcess) -> int | None:
