@@ -343,10 +343,15 @@ def run_context(spec: MapSpec, run_id: str, run_input: Any, dest_url: str) -> di
     those outputs with the results.
     """
     return {
-        "Execution": {"Name": run_id, "Input": run_input},
+        "Execution": {"Name": run_id, "Input": run_input, "StartTime": _aws_timestamp()},
         "StateMachine": {"Name": spec.name},
         "Shardmap": {"Source": spec.source_url(), "Destination": dest_url, "RunId": run_id},
     }
+
+
+def _aws_timestamp() -> str:
+    """Now as the context object writes times: ISO 8601, UTC, milliseconds, a ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def map_run_arn(spec: MapSpec, run_id: str) -> str:
@@ -1004,9 +1009,16 @@ class _MapRun:
 
     def _expire_deadlines(self) -> None:
         now = time.monotonic()
-        expired = [
-            f for f, c in self.in_flight.items() if c.deadline is not None and c.deadline <= now
-        ]
+        expired = []
+        for future, child in self.in_flight.items():
+            if child.deadline is None or child.deadline > now:
+                continue
+            if not future.running() and not future.done():
+                # Still queued in the executor (a process starting, a Dask worker busy): like a
+                # child execution's, the clock starts when the batch starts.
+                child.deadline = now + float(self.spec.timeout_seconds or 0)
+                continue
+            expired.append(future)
         if not expired:
             return
         self.executor.cancel(expired)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -638,12 +639,16 @@ def test_batch_input_reads_the_run_context(tmp_path: Path) -> None:
     spec = spec_for(source, str(tmp_path / "ignored"), f"{W}:where_to_write", ItemBatcher={
         "MaxItemsPerBatch": 10,
         "BatchInput": {"to.$": "$$.Shardmap.Destination", "from.$": "$$.Shardmap.Source",
-                       "run.$": "$$.Execution.Name", "size.$": "$.size"},
+                       "run.$": "$$.Execution.Name", "size.$": "$.size",
+                       "started.$": "$$.Execution.StartTime"},
     })  # fmt: skip
     dest = str(tmp_path / "moved")
+    before = datetime.now(UTC).replace(microsecond=0)  # StartTime has milliseconds
     result = run(spec, dest=dest, run_input={"size": 64}, run_id="r-1", executor="inline")
     assert result.succeeded
     told = load_results(result.manifest_url)["output"][0]
+    started = told.pop("started")
     assert told == {"to": dest, "from": source, "run": "r-1", "size": 64}
+    assert started.endswith("Z") and before <= datetime.fromisoformat(started) <= datetime.now(UTC)
     with pytest.raises(SpecError, match="BatchInput"):
         run(spec, dest=dest, run_input={}, executor="inline")

@@ -53,6 +53,7 @@ __all__ = ["IsolatedProcessPool", "WorkerProcessDied"]
 log = logging.getLogger("shardmap")
 
 _STOP = b""  # an empty message tells an idle worker to exit
+_READY = b"ready"  # a new worker's first message (replies are pickles: they start with 0x80)
 _STOP_GRACE_SECONDS = 5.0  # an idle worker exits at once; past this it is stuck, so kill it
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -127,6 +128,7 @@ class _Worker:
     future: Future[Any] | None = None  # the running task's; None while idle
     stopping: bool = False  # killed on purpose: it takes no more work
     eof: bool = False  # its pipe hit end-of-file: only its sentinel is still worth waiting on
+    ready: bool = False  # it said it started: a task given to it starts running at once
 
 
 class IsolatedProcessPool(Executor):
@@ -308,7 +310,9 @@ class IsolatedProcessPool(Executor):
             if self._killing:
                 return assigned
             for worker in self._workers:
-                if worker.future is None and not worker.stopping:
+                # Only started workers get tasks: a task is "running" (its timeout clock
+                # ticks) from when it is handed out, and starting a process takes a while.
+                if worker.ready and worker.future is None and not worker.stopping:
                     task = self._pop_task()
                     if task is None:
                         break
@@ -382,6 +386,9 @@ class IsolatedProcessPool(Executor):
             message = worker.conn.recv_bytes()
         except (EOFError, OSError):  # it exited, or was killed mid-reply: the sentinel follows
             worker.eof = True
+            return
+        if message == _READY:
+            worker.ready = True
             return
         with self._lock:
             future, worker.future = worker.future, None
@@ -497,6 +504,10 @@ def _worker_main(conn: Connection, inherited_fds: tuple[int, ...]) -> None:
     for fd in inherited_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+    try:
+        conn.send_bytes(_READY)
+    except OSError:  # the parent is gone already
+        return
     while True:
         try:
             message = conn.recv_bytes()
