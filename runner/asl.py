@@ -49,7 +49,9 @@ def to_asl(
         if key in data:
             state[key] = data[key]
     source = spec.source_url()
-    if "ItemReader" in state or source:
+    # Items taken from the run input (ItemsPath) need no reader; a source then only reaches
+    # the workers (through $$.Shardmap.Source), and AWS rejects ItemsPath beside ItemReader.
+    if "ItemReader" in state or (source and spec.items_path is None):
         state["ItemReader"] = _reader_with_parameters(state.get("ItemReader", {}), source)
     task: dict[str, Any] = {
         "Type": "Task",

@@ -121,6 +121,13 @@ def test_every_pipeline_round_trips_through_asl(path: Path) -> None:
         assert getattr(back, field) == getattr(spec, field), field
 
 
+def test_asl_of_items_from_the_input_has_no_reader_even_with_a_source() -> None:
+    # AWS rejects ItemsPath beside ItemReader; the source then only reaches the workers.
+    spec = MapSpec.from_dict({"Worker": "echo", "Source": "s3://b/data/", "ItemsPath": "$.Parts"})
+    state = to_asl(spec)["States"]["Map"]
+    assert state["ItemsPath"] == "$.Parts" and "ItemReader" not in state
+
+
 def test_asl_with_s3_parameters_becomes_urls(tmp_path: Path) -> None:
     machine = {
         "StartAt": "Process",
