@@ -27,6 +27,7 @@ __all__ = ["SAMPLES", "get_sample", "write_demo", "write_sample"]
 #: Workload name -> ``module:function``; modules are imported only when their sample is made.
 SAMPLES: dict[str, str] = {
     "demo": "runner.samples:demo_sample",
+    "genomics": "workers.genomics_sample:genomics_sample",
     "images": "workers.images_sample:images_sample",
     "leads": "workers.leads_sample:leads_sample",
     "taxi": "workers.taxi_sample:taxi_sample",
