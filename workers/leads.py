@@ -43,6 +43,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from runner import WorkerError, worker
 from runner.reduce import ReduceContext
+from workers.locations import bare_etag, location_url, object_url
 
 __all__ = [
     "CRASH_AFTER_COMMIT_ENV",
@@ -169,7 +170,7 @@ class Settings:
         values.setdefault("dest", dest)
         if not values["dest"]:
             raise ValueError("leads needs BatchInput.Dest (Dest.$: $$.Shardmap.Destination)")
-        values["dest"] = _url(values["dest"]).rstrip("/")
+        values["dest"] = location_url(values["dest"]).rstrip("/")
         if values.get("do_not_call_null", "keep") not in ("keep", "drop"):
             raise ValueError('DoNotCallNull must be "keep" or "drop"')
         for name in ("DropDoNotCall", "DropUnsubscribed", "DropEmailInvalid"):
@@ -192,7 +193,9 @@ class Settings:
 
     @property
     def archive_root(self) -> str:
-        return _url(self.archive_to).rstrip("/") if self.archive_to else f"{self.root}/archive"
+        return (
+            location_url(self.archive_to).rstrip("/") if self.archive_to else f"{self.root}/archive"
+        )
 
     def summary(self) -> dict[str, Any]:
         """The settings that shape a commit's content, recorded in its marker."""
@@ -601,33 +604,11 @@ class _Store(Protocol):
     def delete(self, url: str, etag: str) -> bool: ...
 
 
-def _url(location: str) -> str:
-    """``S3://bucket`` (a listing's Source) and ``s3://`` alike; local paths made absolute."""
-    if location[:5].lower() == "s3://":
-        return "s3://" + location[5:]
-    if location.startswith("file://"):
-        location = location[len("file://") :]
-    return os.path.abspath(location) if "://" not in location else location
-
-
-def object_url(source: str, key: str) -> str:
-    """Where a listed key lives: ``S3://bucket`` + key, or a local listing folder + key.
-
-    >>> object_url("S3://leads", "exports/a.parquet")
-    's3://leads/exports/a.parquet'
-    """
-    return _url(source).rstrip("/") + "/" + key
-
-
 def _store(url: str, cache: dict[str, _Store]) -> _Store:
     kind = "s3" if url.startswith("s3://") else "local"
     if kind not in cache:
         cache[kind] = _S3Store() if kind == "s3" else _LocalStore()
     return cache[kind]
-
-
-def _bare(etag: str) -> str:
-    return etag.strip().strip('"')
 
 
 _CHANGED = ("PreconditionFailed", "412")
@@ -656,7 +637,7 @@ class _S3Store:
 
     def get(self, url: str, etag: str | None = None) -> bytes:
         bucket, key = self._split(url)
-        condition = {"IfMatch": f'"{_bare(etag)}"'} if etag else {}
+        condition = {"IfMatch": f'"{bare_etag(etag)}"'} if etag else {}
         try:
             return self.client.get_object(Bucket=bucket, Key=key, **condition)["Body"].read()
         except self.errors as exc:
@@ -692,7 +673,7 @@ class _S3Store:
                 Bucket=bucket,
                 Key=key,
                 CopySource={"Bucket": source_bucket, "Key": source_key},
-                CopySourceIfMatch=f'"{_bare(etag)}"',
+                CopySourceIfMatch=f'"{bare_etag(etag)}"',
             )
         except self.errors as exc:
             if _code(exc) in _CHANGED + _MISSING:
@@ -704,7 +685,7 @@ class _S3Store:
         """Delete only that version; False when the object changed since (the new one stays)."""
         bucket, key = self._split(url)
         try:
-            self.client.delete_object(Bucket=bucket, Key=key, IfMatch=f'"{_bare(etag)}"')
+            self.client.delete_object(Bucket=bucket, Key=key, IfMatch=f'"{bare_etag(etag)}"')
         except self.errors as exc:
             if _code(exc) in _MISSING:
                 return True  # gone already: an earlier attempt deleted it
@@ -725,7 +706,7 @@ class _LocalStore:
         except FileNotFoundError as exc:
             raise SourceChanged(cause=f"{url} is gone") from exc
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        if etag and "-" not in etag and md5 != _bare(etag):
+        if etag and "-" not in etag and md5 != bare_etag(etag):
             raise SourceChanged(cause=f"{url} is not the listed version {etag}")
         return data
 
@@ -794,14 +775,16 @@ def curate(table: pa.Table, batch_input: Mapping[str, Any] | None) -> list[dict[
 def staging_urls(settings: Settings, key: str, etag: str) -> tuple[str, str]:
     """The staged and rejects objects of one source version. Named by the ETag so a rerun
     writes the same objects; the key's digest keeps two keys with equal content apart."""
-    name = f"{settings.root}/staging/{_bare(etag)}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    name = (
+        f"{settings.root}/staging/{bare_etag(etag)}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+    )
     return f"{name}.parquet", f"{name}.rejects.parquet"
 
 
 def _curate_file(
     item: Mapping[str, Any], settings: Settings, stores: dict[str, _Store]
 ) -> dict[str, Any]:
-    key, etag = item["Key"], _bare(item["Etag"])
+    key, etag = item["Key"], bare_etag(item["Etag"])
     source = item.get("Source") or settings.source
     if not source:
         raise ValueError("leads-curate needs item.Source (ItemSelector) or BatchInput.Source")
@@ -908,7 +891,7 @@ def _sources(outputs: Iterator[Any]) -> Iterator[_Source]:
 def commit_id(files: Iterable[tuple[str, str]]) -> str:
     """The commit of a set of source versions: a hash of their sorted (key, etag) pairs, so the
     same files always make the same commit, and so the same output objects."""
-    text = json.dumps(sorted([key, _bare(etag)] for key, etag in files))
+    text = json.dumps(sorted([key, bare_etag(etag)] for key, etag in files))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 from runner import MapSpec, RunFailed, WorkerError, run
 from runner.reduce import ReduceContext
 from runner.results import iter_result_records
+from workers.locations import bare_etag, location_url, object_url
 from workers.taxi_results import COLUMNS, TaxiResults
 
 __all__ = [
@@ -625,7 +626,7 @@ class Settings:
         values["dest"] = values.get("dest") or dest
         if not values["dest"]:
             raise ValueError("taxi needs BatchInput.Dest (Dest.$: $$.Shardmap.Destination)")
-        values["dest"] = _url(values["dest"]).rstrip("/")
+        values["dest"] = location_url(values["dest"]).rstrip("/")
         values["source"] = values.get("source") or values.get("default_source")
         parts = values.get("parts") or []
         if parts and list(parts) != list(range(len(parts))):
@@ -638,24 +639,6 @@ class Settings:
     @property
     def root(self) -> str:
         return f"{self.dest}/taxi"
-
-
-def _url(location: str) -> str:
-    """``S3://bucket`` (a listing's Source) and ``s3://`` alike; local paths made absolute."""
-    if location[:5].lower() == "s3://":
-        return "s3://" + location[5:]
-    if location.startswith("file://"):
-        location = location[len("file://") :]
-    return os.path.abspath(location) if "://" not in location else location
-
-
-def object_url(source: str, key: str) -> str:
-    """Where a listed key lives: ``S3://bucket`` + key, or the listed folder + key."""
-    return _url(source).rstrip("/") + "/" + key
-
-
-def _bare(etag: str | None) -> str:
-    return (etag or "").strip().strip('"')
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -721,9 +704,9 @@ def _parquet_file(url: str, etag: str | None = None, size: int | None = None) ->
         info = fs.info(path)
     except FileNotFoundError as exc:
         raise WorkerError("Taxi.SourceChanged", f"{url} is gone since it was listed") from exc
-    found = _bare(info.get("ETag"))
+    found = bare_etag(info.get("ETag"))
     # S3 reports the ETag the listing gave (multipart ones too); a folder has none: its size.
-    changed = (etag and found and found != _bare(etag)) or (
+    changed = (etag and found and found != bare_etag(etag)) or (
         size is not None and info.get("size") != size
     )
     if changed:
@@ -768,7 +751,7 @@ def stats(event: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _file_stats(item: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    key, etag = item["Key"], _bare(item.get("Etag"))
+    key, etag = item["Key"], bare_etag(item.get("Etag"))
     source = item.get("Source") or settings.source
     if not source:
         raise ValueError("taxi-stats needs item.Source (ItemSelector) or BatchInput.Source")
@@ -787,7 +770,7 @@ def partial_url(settings: Settings, key: str, etag: str) -> str:
     """The partials of one source version: named by its ETag (a rerun writes the same object)
     plus a digest of its key (two keys with equal content stay apart)."""
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return f"{settings.root}/partials/{_bare(etag) or 'noetag'}-{digest}.parquet"
+    return f"{settings.root}/partials/{bare_etag(etag) or 'noetag'}-{digest}.parquet"
 
 
 def file_partials(
@@ -887,7 +870,7 @@ def load_stats(stats_url: str) -> TaxiResults:
 
     >>> results = load_stats("taxi-results/taxi/stats")  # doctest: +SKIP
     """
-    folder = _url(stats_url).rstrip("/")
+    folder = location_url(stats_url).rstrip("/")
     tables = {name: _read_parquet(f"{folder}/{name}.parquet") for name in COLUMNS}
     fs, path = _fs(f"{folder}/identity.json")
     with fs.open(path, "rb") as stream:
@@ -1012,17 +995,17 @@ def plan_inputs(source: str, settings: Settings) -> list[_Input]:
 def _listed(source: str, settings: Settings) -> list[tuple[str, str, str, int]]:
     """(key, url, etag, size) of the Parquet files under ``source`` (a folder, a prefix or one
     file), in key order: S3's listing order, which the parts' row numbers follow."""
-    base = _url(source).rstrip("/")
+    base = location_url(source).rstrip("/")
     fs, root = _fs(base)
     if not fs.isdir(root):
         info = fs.info(root)
-        return [(root.rsplit("/", 1)[-1], base, _bare(info.get("ETag")), int(info["size"]))]
+        return [(root.rsplit("/", 1)[-1], base, bare_etag(info.get("ETag")), int(info["size"]))]
     listed = []
     for path, info in sorted(fs.find(root, detail=True).items()):
         key = path[len(root) + 1 :]
         url = f"{base}/{key}"
         if info.get("type") == "file" and not _why_skip(key, url, settings):
-            listed.append((key, url, _bare(info.get("ETag")), int(info["size"])))
+            listed.append((key, url, bare_etag(info.get("ETag")), int(info["size"])))
     return listed
 
 
