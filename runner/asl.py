@@ -1,22 +1,39 @@
-"""MapSpec <-> Amazon States Language: one Distributed Map state, its child Task and ResultWriter.
+"""MapSpec <-> Amazon States Language: the Distributed Map state, its child Task, its
+ResultWriter and, for a pipeline with a ``Reduce`` step, the Lambda Task that follows it.
+
+::
+
+    StartAt: Map ──► Map (Distributed) ──Next──► Reduce (Task, lambda:invoke) ──► End
+                      │ ItemReader, ItemSelector, ItemBatcher, MaxConcurrency, thresholds
+                      │ ItemProcessor: Worker (Task, lambda:invoke; Retry, TimeoutSeconds)
+                      └ ResultWriter (s3:putObject + WriterConfig)
+                        output: {"MapRunArn", "ResultWriterDetails": {"Bucket", "Key"}}
 
 shardmap's own fields travel as follows: ``Worker`` becomes the Lambda ARN of the child Task
-(``resources`` maps ARNs back to workers on load), ``Source`` becomes ItemReader.Parameters
-(``Bucket``/``Key`` or ``Bucket``/``Prefix``), ``Destination`` ResultWriter.Parameters, and
-``Retry``/``TimeoutSeconds`` sit on the child Task, where Step Functions applies them per batch.
+and ``Reduce`` the Lambda ARN of the Task after the Map (``resources`` maps ARNs back to names
+on load), ``Source`` becomes ItemReader.Parameters (``Bucket``/``Key`` or ``Bucket``/``Prefix``),
+``Destination`` ResultWriter.Parameters, and ``Retry``/``TimeoutSeconds`` sit on the child Task,
+where Step Functions applies them per batch. The reduce Task gets the Map state's whole output,
+which with a ResultWriter is the manifest's location (``ResultWriterDetails``), never the results
+themselves (they may be far over the 256 KiB state payload limit).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from runner.errors import SpecError
 from runner.spec import GET_OBJECT, LIST_OBJECTS, PUT_OBJECT, MapSpec
 
-__all__ = ["from_asl", "lambda_arn", "to_asl"]
+__all__ = ["LAMBDA_INVOKE", "REDUCE_STATE", "from_asl", "lambda_arn", "to_asl"]
+
+log = logging.getLogger(__name__)
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+#: The name of the Task state that runs a pipeline's ``Reduce`` step after the Map state.
+REDUCE_STATE = "Reduce"
 _MAP_FIELDS = (
     "Label",
     "ItemReader",
@@ -40,9 +57,43 @@ def lambda_arn(worker: str, region: str = "us-east-1", account: str = "123456789
 
 
 def to_asl(
-    spec: MapSpec, *, function_arn: str | None = None, state_name: str = "Map"
+    spec: MapSpec,
+    *,
+    function_arn: str | None = None,
+    reduce_arn: str | None = None,
+    state_name: str = "Map",
 ) -> dict[str, Any]:
-    """A complete state machine whose only state is the Distributed Map of ``spec``."""
+    """A complete state machine running the Distributed Map of ``spec``.
+
+    Parameters
+    ----------
+    spec
+        The pipeline.
+    function_arn
+        The worker's Lambda function (default: the placeholder :func:`lambda_arn` of
+        ``Worker``).
+    reduce_arn
+        With a ``Reduce`` step: its Lambda function (default: the placeholder
+        :func:`lambda_arn` of ``Reduce``). The Task ``Reduce`` then follows the Map state and
+        gets its output, ``{"MapRunArn", "ResultWriterDetails": {"Bucket", "Key"}}``.
+    state_name
+        The Map state's name.
+
+    Raises
+    ------
+    SpecError
+        ``reduce_arn`` was given for a pipeline without a ``Reduce`` step.
+
+    Examples
+    --------
+    >>> spec = MapSpec.from_dict({"Worker": "echo", "Reduce": "total",
+    ...     "ItemBatcher": {"MaxItemsPerBatch": 10}, "ResultWriter": {"Destination": "s3://b/out"}})
+    >>> machine = to_asl(spec)
+    >>> machine["States"]["Map"]["Next"], machine["States"]["Reduce"]["Type"]
+    ('Reduce', 'Task')
+    """
+    if reduce_arn is not None and not spec.reduce:
+        raise SpecError("Reduce", "a reduce function ARN was given but the pipeline has no Reduce")
     data = spec.to_dict()
     state: dict[str, Any] = {"Type": "Map"}
     for key in _MAP_FIELDS:
@@ -74,8 +125,25 @@ def to_asl(
     }
     if spec.result_writer is not None:
         state["ResultWriter"] = _writer_with_parameters(spec)
-    state["End"] = True
-    machine: dict[str, Any] = {"StartAt": state_name, "States": {state_name: state}}
+    states: dict[str, Any] = {state_name: state}
+    if spec.reduce:
+        reduce_name = REDUCE_STATE if state_name != REDUCE_STATE else f"{REDUCE_STATE}Step"
+        state["Next"] = reduce_name
+        states[reduce_name] = {
+            "Type": "Task",
+            "Comment": f"Reduce step {spec.reduce} over the Map Run's results",
+            "Resource": LAMBDA_INVOKE,
+            # The Map state's output: {"MapRunArn", "ResultWriterDetails": {"Bucket", "Key"}}.
+            "Parameters": {
+                "FunctionName": reduce_arn or lambda_arn(spec.reduce),
+                "Payload.$": "$",
+            },
+            "OutputPath": "$.Payload",
+            "End": True,
+        }
+    else:
+        state["End"] = True
+    machine: dict[str, Any] = {"StartAt": state_name, "States": states}
     if spec.comment:
         machine = {"Comment": spec.comment, **machine}
     return machine
@@ -114,7 +182,18 @@ def from_asl(
 ) -> MapSpec:
     """The MapSpec of the one Distributed Map state in ``definition``.
 
-    ``resources`` maps the child Task's Lambda ARN (or function name) to a worker name.
+    ``resources`` maps Lambda ARNs (or function names) to worker names: the child Task's
+    function becomes ``Worker``, and the function of a Lambda Task that follows the Map state
+    becomes ``Reduce``. A following Task whose function is not mapped is left out (logged):
+    the local run then ends with the Map Run, as the state machine's first part does.
+
+    Examples
+    --------
+    >>> spec = MapSpec.from_dict({"Worker": "echo", "Reduce": "total"})
+    >>> back = from_asl(to_asl(spec), resources={lambda_arn("echo"): "echo",
+    ...                                          lambda_arn("total"): "total"})
+    >>> back.worker, back.reduce
+    ('echo', 'total')
     """
     states = definition.get("States")
     if not isinstance(states, Mapping):
@@ -134,6 +213,9 @@ def from_asl(
     if "TimeoutSeconds" in task:
         data["TimeoutSeconds"] = task["TimeoutSeconds"]
     data["Worker"] = worker or _worker_for(task, resources or {}, f"{path}.ItemProcessor")
+    reducer = _reducer_for(states, state.get("Next"), resources or {})
+    if reducer:
+        data["Reduce"] = reducer
     writer = data.get("ResultWriter")
     if writer is not None:
         data["ResultWriter"] = {k: v for k, v in writer.items() if k != "Resource"}
@@ -141,6 +223,47 @@ def from_asl(
         return MapSpec.from_dict(data)
     except SpecError as exc:
         raise SpecError(f"{path}.{exc.path}" if exc.path else path, exc.rule) from None
+
+
+def _reducer_for(
+    states: Mapping[str, Any], next_name: Any, resources: Mapping[str, str]
+) -> str | None:
+    """The reducer of the Lambda Task the Map state hands its output to, if it is mapped."""
+    task = states.get(next_name) if isinstance(next_name, str) else None
+    if not isinstance(task, Mapping) or task.get("Type") != "Task":
+        return None
+    if not _is_lambda(task):
+        return None
+    name = _mapped(task, resources)
+    if name is None:
+        log.warning(
+            "States.%s: no reducer for %r, so it does not run locally; "
+            "map it with --resource ARN=REDUCER",
+            next_name,
+            _function_of(task),
+        )
+    return name
+
+
+def _is_lambda(task: Mapping[str, Any]) -> bool:
+    resource = str(task.get("Resource", ""))
+    return resource.startswith(LAMBDA_INVOKE) or resource.startswith("arn:aws:lambda:")
+
+
+def _function_of(task: Mapping[str, Any]) -> str:
+    params = task.get("Parameters") or task.get("Arguments") or {}
+    return str(params.get("FunctionName") or task.get("Resource", ""))
+
+
+def _mapped(task: Mapping[str, Any], resources: Mapping[str, str]) -> str | None:
+    params = task.get("Parameters") or task.get("Arguments") or {}
+    for candidate in (task.get("Resource", ""), params.get("FunctionName", "")):
+        if candidate in resources:
+            return resources[candidate]
+        base = str(candidate).split(":$")[0]  # a qualified ARN maps like its function
+        if base in resources:
+            return resources[base]
+    return None
 
 
 def _distributed_map(states: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
@@ -169,16 +292,10 @@ def _child_task(processor: Mapping[str, Any], path: str) -> Mapping[str, Any]:
 
 
 def _worker_for(task: Mapping[str, Any], resources: Mapping[str, str], path: str) -> str:
-    resource = task.get("Resource", "")
-    params = task.get("Parameters") or task.get("Arguments") or {}
-    candidates = [resource, params.get("FunctionName", "")]
-    for candidate in candidates:
-        if candidate in resources:
-            return resources[candidate]
-        base = str(candidate).split(":$")[0]  # a qualified ARN maps like its function
-        if base in resources:
-            return resources[base]
-    shown = params.get("FunctionName") or resource
-    raise SpecError(
-        f"{path}.Resource", f"no worker for {shown!r}; map it with --resource ARN=WORKER"
-    )
+    name = _mapped(task, resources)
+    if name is None:
+        raise SpecError(
+            f"{path}.Resource",
+            f"no worker for {_function_of(task)!r}; map it with --resource ARN=WORKER",
+        )
+    return name
