@@ -24,6 +24,8 @@ from runner.spec import MapSpec
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 EXECUTORS = click.Choice(["local", "threads", "processes", "inline", "dask"])
+# `run` may also go to AWS: deploy, start, follow DescribeMapRun (runner.aws.stepfunctions)
+RUN_EXECUTORS = click.Choice([*EXECUTORS.choices, "stepfunctions"])
 
 
 class _Usage(click.ClickException):
@@ -97,7 +99,14 @@ def _set_scheduler(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--dest", help="Results URL (local folder or s3://bucket/prefix).")
 @click.option("--input", "run_input", help="Run input as JSON, or @file.json.")
 @click.option("--worker", help="Worker name (or module:function); overrides Worker.")
-@click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [local].")
+@click.option(
+    "--executor",
+    type=RUN_EXECUTORS,
+    default=None,
+    help="Where batches run [local]; stepfunctions deploys and runs on AWS.",
+)
+@click.option("--name", help="With --executor stepfunctions: the state machine [Name].")
+@click.option("--region", help="With --executor stepfunctions: the AWS region.")
 @click.option(
     "--resource",
     multiple=True,
@@ -113,6 +122,8 @@ def run_command(
     run_input: str | None,
     worker: str | None,
     executor: str | None,
+    name: str | None,
+    region: str | None,
     resource: tuple[str, ...],
     run_id: str | None,
     no_journal: bool,
@@ -121,6 +132,10 @@ def run_command(
     """Run a pipeline file (YAML) or an ASL state machine (.json)."""
     resources = dict(_pair(r, "--resource") for r in resource)
     spec = MapSpec.load(pipeline, resources=resources)
+    if executor == "stepfunctions":
+        spec = _overridden(spec, source=source, dest=dest, worker=worker)
+        _run_on_stepfunctions(spec, name=name, region=region, run_input=_parse_input(run_input))
+        return
     _execute(
         spec,
         source=source,
@@ -239,6 +254,130 @@ def validate_command(pipeline: str, show_asl: bool) -> None:
     click.echo(f"{pipeline}: valid")
     if show_asl:
         click.echo(json.dumps(spec.to_asl(), indent=2))
+
+
+@main.command("asl")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--function-arn", help="The worker's Lambda function [a placeholder ARN].")
+@click.option("--reduce-arn", help="The Reduce step's Lambda function [a placeholder ARN].")
+@click.option(
+    "--check", is_flag=True, help="Run asl-validator and the strict checks; exit 2 on errors."
+)
+@_guard
+def asl_command(
+    pipeline: str, function_arn: str | None, reduce_arn: str | None, check: bool
+) -> None:
+    """Print PIPELINE as an ASL state machine (an ASL .json is printed as it is).
+
+    Problems found by --check go to stderr, one per line with its field path; warnings (what
+    runs locally but needs s3:// locations on AWS) do not change the exit code.
+    """
+    if pipeline.endswith(".json"):
+        if function_arn or reduce_arn:
+            raise _Usage("--function-arn and --reduce-arn apply to pipeline files, not ASL")
+        try:
+            definition = _parse_json(Path(pipeline).read_text(), pipeline)
+        except OSError as exc:
+            raise _Usage(f"cannot read {pipeline}: {exc}") from None
+    else:
+        spec = MapSpec.load(pipeline)
+        definition = spec.to_asl(function_arn=function_arn, reduce_arn=reduce_arn)
+    click.echo(json.dumps(definition, indent=2))
+    if not check:
+        return
+    from runner.aws.checks import asl_validator, check_asl, errors_only
+
+    problems = check_asl(definition) + asl_validator(definition)
+    for problem in problems:
+        click.echo(f"{problem.severity}: {problem} [{problem.source}]", err=True)
+    errors = errors_only(problems)
+    if errors:
+        click.echo(f"{pipeline}: {len(errors)} error(s)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"{pipeline}: asl-validator and strict checks passed", err=True)
+
+
+@main.command("cost")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--items", type=click.IntRange(0), required=True, help="Items in the source.")
+@click.option(
+    "--memory-mb", type=click.IntRange(128, 10240), default=1024, help="Lambda memory [1024]."
+)
+@click.option(
+    "--seconds-per-batch",
+    type=click.FloatRange(0),
+    default=1.0,
+    help="Worker time of one batch (of one item without an ItemBatcher) [1.0].",
+)
+@click.option(
+    "--items-per-batch",
+    type=click.IntRange(1),
+    help="Batch size, when the pipeline batches by bytes or a Path field.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_guard
+def cost_command(
+    pipeline: str,
+    items: int,
+    memory_mb: int,
+    seconds_per_batch: float,
+    items_per_batch: int | None,
+    as_json: bool,
+) -> None:
+    """Estimate what running PIPELINE over --items items costs on Step Functions + Lambda.
+
+    The run report's cost model (runner.report), before running: Standard and Express child
+    workflows, each plus Lambda, us-east-1 list prices, nothing retried.
+    """
+    from dataclasses import asdict
+
+    from runner.report import estimate_for_items
+
+    spec = MapSpec.load(pipeline)
+    reader = spec.item_reader
+    if reader is not None and reader.reader_config.max_items is not None:
+        items = min(items, reader.reader_config.max_items)
+    try:
+        cost = estimate_for_items(
+            spec, items, seconds_per_batch, memory_mb, items_per_batch=items_per_batch
+        )
+    except ValueError as exc:
+        raise _Usage(f"{exc} (--items-per-batch)") from None
+    if as_json:
+        inputs = {"pipeline": pipeline, "items": items, "seconds_per_batch": seconds_per_batch}
+        data = {**inputs, "execution_type": spec.execution_type, "cost": asdict(cost)}
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(_cost_text(spec, items, seconds_per_batch, cost))
+
+
+def _cost_text(spec: MapSpec, items: int, seconds: float, cost: Any) -> str:
+    import math
+
+    def usd(amount: float) -> str:  # three significant digits below $1, as the report
+        if amount >= 1 or amount == 0:
+            return f"${amount:,.2f}"
+        return f"${amount:.{min(12, 2 - math.floor(math.log10(amount)))}f}"
+
+    here = {spec.execution_type: "  <- this pipeline's ExecutionType"}
+    return "\n".join(
+        line.rstrip()
+        for line in (
+            f"{spec.name}: {items:,} items in {cost.children:,} child executions, "
+            f"{seconds:g} s each",
+            f"cost      us-east-1 list prices, no free tier; Lambda x86 {cost.memory_mb} MB",
+            f"  Standard + Lambda  {usd(cost.standard_lambda_usd):<12}{here.get('STANDARD', '')}",
+            f"  Express + Lambda   {usd(cost.express_lambda_usd):<12}{here.get('EXPRESS', '')}",
+            f"  Standard children  {usd(cost.standard_usd):<12}  "
+            f"{cost.state_transitions:,} state transitions",
+            f"  Express children   {usd(cost.express_usd):<12}  {cost.express_requests:,} "
+            f"requests, {cost.express_billed_seconds:,.1f} s at {cost.express_memory_mb} MB",
+            f"  Map dispatch       {usd(cost.dispatch_usd):<12}  {cost.children:,} transitions "
+            "(paid with Express children too)",
+            f"  Lambda             {usd(cost.lambda_usd):<12}  {cost.lambda_requests:,} "
+            f"requests, {cost.lambda_gb_seconds:,.1f} GB-s",
+        )
+    )
 
 
 @main.command("sample")
@@ -392,6 +531,115 @@ def _print_report(run_id: str) -> None:
     click.echo(format_report(build_report(None, run_id)))
 
 
+# -- Step Functions (runner.aws) ---------------------------------------------------------------
+
+
+@main.command("deploy")
+@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--name", help="State machine name (the other resources derive from it) [Name].")
+@click.option("--region", help="AWS region [AWS_DEFAULT_REGION].")
+@click.option(
+    "--trigger",
+    "trigger_config",
+    type=click.Path(dir_okay=False),
+    help="Trigger config: also create its EventBridge rules for PIPELINE (docs/triggers.md).",
+)
+@_guard
+def deploy_command(
+    pipeline: str, name: str | None, region: str | None, trigger_config: str | None
+) -> None:
+    """Create or update the Lambda, IAM roles and state machine of PIPELINE on AWS."""
+    from runner.aws.deploy import deploy
+
+    deployment = deploy(MapSpec.load(pipeline), name=name, region=region)
+    for action in deployment.actions:
+        click.echo(f"  {action}")
+    state = "deployed" if deployment.changed else "up to date"
+    click.echo(f"{state}: {deployment.state_machine_arn}")
+    click.echo(f"  worker: {deployment.function_arn}")
+    if trigger_config:
+        from runner.triggers.aws import deploy_triggers
+        from runner.triggers.config import load_config
+
+        triggered = deploy_triggers(
+            load_config(trigger_config),
+            name=deployment.name,
+            state_machine_arn=deployment.state_machine_arn,
+            region=deployment.region,
+            pipeline=pipeline,
+        )
+        for action in triggered.actions:
+            click.echo(f"  {action}")
+        for trigger, rule in triggered.rules.items():
+            click.echo(f"  trigger {trigger}: {rule}")
+
+
+def _overridden(
+    spec: MapSpec, *, source: str | None, dest: str | None, worker: str | None
+) -> MapSpec:
+    changes: dict[str, Any] = {}
+    if source:
+        changes["source"] = source
+    if worker:
+        changes["worker"] = worker
+    if dest:
+        config = spec.result_writer.writer_config if spec.result_writer else None
+        writer = {"WriterConfig": config.model_dump(by_alias=True)} if config else {}
+        changes["result_writer"] = {**writer, "Destination": dest}
+    return spec.replace(**changes) if changes else spec
+
+
+def _run_on_stepfunctions(
+    spec: MapSpec, *, name: str | None, region: str | None, run_input: Any
+) -> None:
+    """Deploy (create or update), start, follow DescribeMapRun, print the summary."""
+    from runner.aws import stepfunctions
+    from runner.aws.deploy import deploy
+
+    for warning in spec.aws_warnings():
+        click.echo(f"warning: {warning}", err=True)
+    deployment = deploy(spec, name=name, region=region)
+    for action in deployment.actions:
+        click.echo(f"deploy: {action}", err=True)
+    execution_arn = stepfunctions.start(deployment, run_input)
+    click.echo(f"execution: {execution_arn}", err=True)
+    _finish_on_stepfunctions(execution_arn, deployment.reduce)
+
+
+def _finish_on_stepfunctions(execution_arn: str, reduce: str | None = None) -> None:
+    from runner.aws import stepfunctions
+
+    display = _Progress(sys.stderr.isatty())
+    try:
+        result = stepfunctions.wait(execution_arn, on_progress=display.update, reduce=reduce)
+    finally:
+        display.close()
+    _summarise(result)
+    if not result.succeeded:
+        sys.exit(EXIT_FAILED)
+
+
+# -- triggers (runner.triggers) ----------------------------------------------------------------
+
+
+@main.group("trigger")
+def trigger_group() -> None:
+    """Start runs when data lands in S3, exactly once per object version (docs/triggers.md)."""
+
+
+@trigger_group.command("serve")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--once", is_flag=True, help="Take one round of events, finish its runs, exit.")
+@_guard
+def trigger_serve_command(config: str, once: bool) -> None:
+    """Map S3 "Object Created" events to the pipelines of CONFIG until SIGTERM."""
+    from runner.triggers.service import serve
+
+    if logging.getLogger().level > logging.INFO:  # a service says what it starts and refuses
+        logging.getLogger("shardmap.triggers").setLevel(logging.INFO)
+    serve(config, once=once)
+
+
 # -- durable runs ------------------------------------------------------------------------------
 
 
@@ -450,7 +698,18 @@ def resume_command(run_id: str, executor: str | None) -> None:
 @click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [as before].")
 @_guard
 def redrive_command(run_id: str, executor: str | None) -> None:
-    """Rerun the failed, timed-out, aborted and pending batches of RUN_ID."""
+    """Rerun the failed, timed-out, aborted and pending batches of RUN_ID.
+
+    RUN_ID may be a Step Functions execution ARN: the execution is redriven on AWS
+    (RedriveExecution) and followed to its end.
+    """
+    if run_id.startswith("arn:"):
+        from runner.aws import stepfunctions
+
+        stepfunctions.redrive(run_id)
+        click.echo(f"redriven: {run_id}", err=True)
+        _finish_on_stepfunctions(run_id)
+        return
     from runner.engine import redrive
 
     _follow(redrive, run_id, executor=executor)
