@@ -19,12 +19,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from typing import Any
 
 import boto3
@@ -38,66 +34,24 @@ from runner.aws import deploy as deploy_module
 from runner.aws import stepfunctions
 from runner.aws.deploy import deploy, package, policy_for, resource_names
 from runner.cli import main
+from tests.motoserver import moto_api
+from tests.motoserver import moto_server as start_moto
 
 REGION = "us-east-1"
 ITEMS = [{"n": n} for n in range(5)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _post(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    urllib.request.urlopen(request, timeout=10).read()
-
-
 @pytest.fixture(scope="module")
 def moto_server():
-    """moto's server on a free loopback port. ``MOTO_PORT`` tells its state-machine interpreter
-    where to send the Lambda and S3 calls of a running execution."""
-    port = _free_port()
-    env = dict(os.environ, MOTO_PORT=str(port))
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        env.pop(key, None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
-    try:
+    with start_moto() as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
 def aws(moto_server, monkeypatch, s3fs_clear_cache):
     """A fresh moto account, with state machines executed and Lambda without Docker."""
-    _post(f"{moto_server}/moto-api/reset", {})
-    _post(
+    moto_api(f"{moto_server}/moto-api/reset", {})
+    moto_api(
         f"{moto_server}/moto-api/config",
         {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}},
     )

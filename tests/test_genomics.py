@@ -17,16 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbclient
 import nbformat
 import numpy as np
 import pysam
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
 from runner import MapSpec, RunStatus, WorkerError, load_results, run
 from runner.registry import resolve_worker
+from tests.notebooks import execute_notebook
 from workers import genomics
 from workers.genomics import (
     BAD_FASTQ,
@@ -463,21 +461,8 @@ def test_the_notebook_plots_qc_variant_quality_and_recall(
     # The kernel inherits this environment: the S3 endpoint and credentials, and the run.
     monkeypatch.setenv("SHARDMAP_GENOMICS_DEST", s3_run.dest)
     monkeypatch.setenv("SHARDMAP_GENOMICS_TRUTH", str(truth))
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    kernel = KernelManager(
-        kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[])
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        km=kernel,
-        timeout=120,
-        startup_timeout=60,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()  # raises CellExecutionError, with the traceback, if a cell fails
-
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    stdout = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    ran = execute_notebook(NOTEBOOK, tmp_path)
+    notebook, outputs, stdout = ran.notebook, ran.outputs, ran.stdout
     assert (
         f"{len(s3_run.good)} samples, 1 failed: {s3_run.corrupt['sample']} ({BAD_FASTQ})" in stdout
     )

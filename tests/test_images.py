@@ -21,17 +21,15 @@ from typing import Any
 
 import botocore.exceptions
 import fsspec
-import nbclient
 import nbformat
 import pytest
 from click.testing import CliRunner
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 from PIL import Image, ImageChops, ImageStat
 
 import workers.images
 from runner import MapSpec, RunStatus, WorkerError, load_results, run
 from runner.cli import main
+from tests.notebooks import execute_notebook
 from workers.images import STORAGE_ERROR, thumbnail_key, thumbnails
 from workers.images_sample import images_sample
 
@@ -391,21 +389,8 @@ def test_the_notebook_shows_the_run(
         monkeypatch.setenv("SHARDMAP_RUN_ID", s3_run.result.run_id)
     else:  # the state directory of this test is empty: only the manifest can find the run
         monkeypatch.setenv("SHARDMAP_MANIFEST", s3_run.result.manifest_url)
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    kernel = KernelManager(
-        kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[])
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        km=kernel,
-        timeout=120,
-        startup_timeout=60,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()
-
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    stdout = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    ran = execute_notebook(NOTEBOOK, tmp_path)
+    notebook, outputs, stdout = ran.notebook, ran.outputs, ran.stdout
     truth = s3_run.summary
     bad = truth["objects"] - truth["images"]
     assert (

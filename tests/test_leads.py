@@ -15,16 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbclient
 import nbformat
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
 from runner import MapSpec, RunStatus, WorkerError, run
+from tests.notebooks import execute_notebook
 from workers import leads
 from workers.leads import (
     CRASH_AFTER_COMMIT_ENV,
@@ -542,21 +540,8 @@ def test_the_notebook_plots_the_funnel_and_rejects_of_a_commit(
 ) -> None:
     # The kernel inherits this environment: the S3 endpoint and credentials, and the run.
     monkeypatch.setenv("SHARDMAP_LEADS_DEST", s3_run.dest)
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    kernel = KernelManager(
-        kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[])
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        km=kernel,
-        timeout=120,
-        startup_timeout=60,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()  # raises CellExecutionError, with the traceback, if a cell fails
-
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    stdout = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    ran = execute_notebook(NOTEBOOK, tmp_path)
+    notebook, outputs, stdout = ran.notebook, ran.outputs, ran.stdout
     truth = s3_run.summary["truth"]
     commit = s3_run.output["new_commit"]
     assert f"commit {commit}: 6 source files, {truth['raw']} raw -> {truth['curated']}" in stdout

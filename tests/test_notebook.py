@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbclient
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
 from runner import RunStatus, run
+from tests.notebooks import execute_notebook
 from tests.test_engine import spec_for, write_jsonl
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "map_run.ipynb"
@@ -43,23 +41,8 @@ def test_notebook_analyses_a_run(
     # SHARDMAP_STATE_DIR to this test's state directory.
     monkeypatch.setenv("SHARDMAP_RUN_ID", result.run_id)
 
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    # Only ipykernel's own kernel spec, which runs this interpreter (the venv): a "python3"
-    # kernel installed elsewhere on the machine would lack shardmap.
-    kernel = KernelManager(
-        kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[])
-    )
-    client = nbclient.NotebookClient(
-        notebook,
-        km=kernel,
-        timeout=120,
-        startup_timeout=60,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()  # raises CellExecutionError, with the traceback, if a cell fails
-
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    stdout = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    ran = execute_notebook(NOTEBOOK, tmp_path)
+    notebook, outputs, stdout = ran.notebook, ran.outputs, ran.stdout
     assert f"run {result.run_id}: SUCCEEDED, 10 batches" in stdout
     assert ("ValueError: 2 batches, 20 items" in stdout) == bool(failing)
     # Warnings raised in the kernel (matplotlib, pandas) arrive as stderr output.

@@ -13,18 +13,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import nbclient
 import nbformat
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 
 from runner import RunFailed, load_results
 from runner.cli import main
+from tests.notebooks import execute_notebook
 from workers import taxi
 from workers.taxi import (
     ETL_SCHEMA,
@@ -513,18 +511,8 @@ def test_the_notebook_plots_the_stats(
 ) -> None:
     results, dest = local_stats
     monkeypatch.setenv("SHARDMAP_TAXI_STATS", str(dest / "taxi" / "stats"))
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    kernel = KernelManager(
-        kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[])
-    )
-    client = nbclient.NotebookClient(
-        notebook, km=kernel, timeout=120, startup_timeout=60,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )  # fmt: skip
-    client.execute()  # raises CellExecutionError, with the traceback, if a cell fails
-
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    stdout = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
+    ran = execute_notebook(NOTEBOOK, tmp_path)
+    notebook, outputs, stdout = ran.notebook, ran.outputs, ran.stdout
     assert f"24,000 trips from 3 files, {len(results.daily)} pickup days" in stdout
     assert "the identity checks match the daily, payment and duration tables" in stdout
     assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]

@@ -16,12 +16,10 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,62 +33,23 @@ from runner.triggers.aws import deploy_triggers, input_transformer
 from runner.triggers.config import load_config
 from runner.triggers.ledger import Ledger
 from runner.triggers.service import LEDGER_FILE, TriggerService
+from tests.motoserver import moto_api, moto_server
 
 REGION = "us-east-1"
 ROOT = Path(__file__).parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _post(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    urllib.request.urlopen(request, timeout=10).read()
-
-
 @pytest.fixture(scope="module")
 def moto_url():
-    port = _free_port()
-    env = dict(os.environ, MOTO_PORT=str(port))
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        env.pop(key, None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.1)
-    try:
+    with moto_server() as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
 def aws(moto_url, monkeypatch, s3fs_clear_cache):
     """A fresh moto account: bucket ``incoming`` notifying queue ``events`` of new objects,
     bucket ``results``, topic ``runs`` with queue ``notes`` subscribed."""
-    _post(f"{moto_url}/moto-api/reset", {})
+    moto_api(f"{moto_url}/moto-api/reset", {})
     env = {
         "AWS_ENDPOINT_URL": moto_url,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -529,7 +488,7 @@ def test_cli_deploy_with_trigger(aws, moto_url, tmp_path, monkeypatch):
     from runner.aws import deploy as deploy_module
     from runner.cli import main
 
-    _post(f"{moto_url}/moto-api/config", {"lambda": {"use_docker": False}})
+    moto_api(f"{moto_url}/moto-api/config", {"lambda": {"use_docker": False}})
     monkeypatch.setattr(deploy_module, "package", lambda *a: b"PK\x05\x06" + b"\0" * 18)
     config_path = _write_config(tmp_path, queue_url=aws["events_url"])
     pipeline = tmp_path / "pipelines" / "uploads.yaml"
