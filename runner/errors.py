@@ -6,10 +6,20 @@
     ├── SpecError (ValueError)            the user must fix a pipeline / ASL definition
     ├── WorkerNotFound (LookupError)      an unknown worker name or import path
     ├── ReaderError                       bad or missing input  -> States.ItemReaderFailed
-    │   └── InputNotFound (FileNotFoundError)   bucket, key or file missing
-    ├── WriterError                       results not written   -> States.ResultWriterFailed
-    ├── ExecutorError                     an executor could not run batches
-    └── RunFailed                         the map run ended FAILED (carries Error and Cause)
+    │   ├── InputNotFound (FileNotFoundError)   bucket, key or file missing
+    │   └── SourceUnavailable             storage unreachable, access denied   (exit 3)
+    ├── WriterError                       results not written -> States.ResultWriterFailed (exit 3)
+    ├── ExecutorError                     an executor could not run batches    (exit 3)
+    └── RunFailed                         the map run ended FAILED (carries Error and Cause; exit 1)
+
+Every class carries the CLI's ``exit_code``: 0 the run succeeded, 1 the run failed, 2 bad usage or
+bad input (the user must fix a pipeline, an argument or the data), 3 storage or a service could
+not be used (unreachable, access denied, disk full): nothing is wrong with the input, try again.
+:func:`storage_error` is the one place that turns an ``OSError`` (from fsspec, s3fs, boto3 or
+the OS) into the most specific class.
+
+URLs in messages go through :func:`redact_url`, so ``user:password@`` never reaches a terminal,
+a log, the journal or a result file.
 
 Worker exceptions are not raised through this tree: they become the ``Error`` and ``Cause`` of a
 failed batch record (see :class:`WorkerError` for choosing the Error name yourself).
@@ -17,23 +27,37 @@ failed batch record (see :class:`WorkerError` for choosing the Error name yourse
 
 from __future__ import annotations
 
+import errno
+import re
 from typing import Any
 
 __all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_RUN_FAILED",
+    "EXIT_SUCCEEDED",
+    "EXIT_UNAVAILABLE",
     "ExecutorError",
     "InputNotFound",
     "ReaderError",
     "RunFailed",
     "ShardmapError",
+    "SourceUnavailable",
     "SpecError",
     "WorkerError",
     "WorkerNotFound",
     "WriterError",
+    "redact_url",
+    "storage_error",
 ]
+
+EXIT_SUCCEEDED, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 class ShardmapError(Exception):
     """Root of every error shardmap raises on purpose."""
+
+    #: What the CLI exits with when this error ends a command.
+    exit_code = EXIT_BAD_INPUT
 
 
 class SpecError(ShardmapError, ValueError):
@@ -62,9 +86,9 @@ class ReaderError(ShardmapError):
     error_name = "States.ItemReaderFailed"
 
     def __init__(self, url: str, reason: str, position: str | None = None) -> None:
-        self.url = url
+        self.url = url = redact_url(url)
         self.position = position
-        self.reason = reason
+        self.reason = reason = redact_url(reason)
         where = f"{url}, {position}" if position else url
         super().__init__(f"{where}: {reason}")
 
@@ -79,18 +103,30 @@ class InputNotFound(ReaderError, FileNotFoundError):
         super().__init__(url, reason)
 
 
+class SourceUnavailable(ReaderError):
+    """The item source exists, or may, but cannot be read now: its storage is unreachable or
+    refuses access. Nothing is wrong with the data; exit 3."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
 class WriterError(ShardmapError):
-    """Results could not be written to the destination."""
+    """Results could not be written to the destination (unreachable, denied, disk full)."""
 
     error_name = "States.ResultWriterFailed"
+    exit_code = EXIT_UNAVAILABLE
 
 
 class ExecutorError(ShardmapError):
     """An executor could not be started or lost contact with its workers."""
 
+    exit_code = EXIT_UNAVAILABLE
+
 
 class RunFailed(ShardmapError):
     """The map run ended FAILED. ``error``/``cause`` are the AWS-style run error and cause."""
+
+    exit_code = EXIT_RUN_FAILED
 
     def __init__(self, error: str, cause: str, result: object | None = None) -> None:
         self.error = error
@@ -123,3 +159,95 @@ def _rebuild_reader_error(
     error = cls.__new__(cls, url, reason)
     ReaderError.__init__(error, url, reason, position)
     return error
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it masked.
+
+    >>> redact_url("https://me:s3cret@example.com/data.csv")
+    'https://***@example.com/data.csv'
+    """
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text) if "@" in text else text
+
+
+# Exception class names (anywhere in the cause chain) that mean "could not reach the service".
+# Matched by name so that this module imports nothing: botocore, aiohttp and urllib3 spell them.
+_UNREACHABLE_NAMES = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ProxyConnectionError",
+        "ClientConnectorError",
+        "ClientConnectionError",
+        "ServerDisconnectedError",
+        "ServerTimeoutError",
+        "NewConnectionError",
+        "MaxRetryError",
+    }
+)
+_DENIED_NAMES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 16:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def storage_error(exc: BaseException, url: str, *, writing: bool = False) -> ShardmapError:
+    """The shardmap error for a storage failure ``exc`` on ``url`` (the one translation table).
+
+    Reading: a missing bucket, key or file is :class:`InputNotFound`; an unreachable endpoint,
+    access denied or a full disk is :class:`SourceUnavailable`; anything else is a plain
+    :class:`ReaderError` (bad input). Writing: always
+    :class:`WriterError`, with the reason spelled out (disk full, access denied, unreachable).
+    The original exception stays the ``__cause__`` when the caller raises ``from exc``.
+    """
+    chain = _chain(exc)
+    names = {type(e).__name__ for e in chain}
+    text = " ".join(str(e) for e in chain)
+    errnos = {e.errno for e in chain if isinstance(e, OSError) and e.errno}
+    if names & _UNREACHABLE_NAMES or any(
+        isinstance(e, ConnectionError | TimeoutError) for e in chain
+    ):
+        reason = f"cannot reach the storage service ({_describe(chain, _UNREACHABLE_NAMES)})"
+    elif errno.ENOSPC in errnos or errno.EDQUOT in errnos:
+        reason = "no space left on the device"
+    elif (
+        errno.EACCES in errnos
+        or errno.EPERM in errnos
+        or errno.EROFS in errnos
+        or any(isinstance(e, PermissionError) for e in chain)
+        or any(name in text for name in _DENIED_NAMES)
+    ):
+        reason = f"access denied ({_describe(chain, frozenset())})"
+    elif not writing and (
+        any(isinstance(e, FileNotFoundError) for e in chain)
+        or "NoSuchBucket" in text
+        or "NoSuchKey" in text
+    ):
+        return InputNotFound(url)
+    elif writing:
+        reason = f"{type(exc).__name__}: {exc}"
+    else:  # not the storage's fault as far as anyone can tell: the input's
+        return ReaderError(url, f"cannot read: {type(exc).__name__}: {exc}")
+    if writing:
+        return WriterError(redact_url(f"{url}: {reason}"))
+    return SourceUnavailable(url, reason)
+
+
+def _describe(chain: list[BaseException], prefer: frozenset[str]) -> str:
+    """The most telling exception of a chain, as ``Type: message``."""
+    for e in reversed(chain):
+        if type(e).__name__ in prefer:
+            return redact_url(f"{type(e).__name__}: {e}")
+    deepest = chain[-1]
+    return redact_url(f"{type(deepest).__name__}: {deepest}")

@@ -14,7 +14,13 @@ from typing import IO, Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from runner.errors import InputNotFound, ReaderError, ShardmapError
+from runner.errors import (
+    InputNotFound,
+    ReaderError,
+    ShardmapError,
+    SourceUnavailable,
+    storage_error,
+)
 
 __all__ = ["compression_of", "filesystem", "open_binary", "open_text"]
 
@@ -64,12 +70,10 @@ def open_binary(
         raw = (
             fs.open(path, "rb", block_size=block_size) if not _is_local(fs) else fs.open(path, "rb")
         )
-    except FileNotFoundError as exc:
-        raise InputNotFound(url) from exc
-    except OSError as exc:  # permission, bucket missing on some servers, network
-        if "NoSuchBucket" in str(exc) or "does not exist" in str(exc):
-            raise InputNotFound(url) from exc
-        raise ReaderError(url, f"cannot open: {exc}") from exc
+    except OSError as exc:  # missing, permission, network: the one table decides which
+        if "does not exist" in str(exc) and not isinstance(exc, PermissionError):
+            raise InputNotFound(url) from exc  # some servers' spelling of NoSuchBucket
+        raise storage_error(exc, url) from exc
     try:
         with raw:
             if compression is None:
@@ -80,6 +84,9 @@ def open_binary(
     except ShardmapError:
         raise
     except _READ_ERRORS as exc:  # raised while the caller reads: name the file, keep the cause
+        failure = storage_error(exc, url) if isinstance(exc, OSError) else None
+        if isinstance(failure, SourceUnavailable | InputNotFound):
+            raise failure from exc  # the network or the disk, not the data
         what = f"{compression} data is corrupt or truncated" if compression else "read failed"
         raise ReaderError(url, f"{what}: {type(exc).__name__}: {exc}") from exc
 
