@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Batch", "Failed", "batch_items", "dumps"]
+__all__ = ["Batch", "Failed", "ReadGuard", "UnfinishedBatch", "batch_items", "dumps"]
 
 
 def dumps(value: Any) -> str:
@@ -69,6 +69,55 @@ class Failed:
 
     error: str
     cause: str
+
+
+class ReadGuard:
+    """Wraps an item source so that a read error ends the stream instead of escaping a batcher.
+
+    A reader that fails mid-file has already handed over some items of the batch being cut.
+    Raised inside a batcher, the error would take those items with it: they would be in no
+    result file and not in the total. Behind a guard the batcher ends normally, emits the
+    partial batch, and :meth:`check` then raises :class:`UnfinishedBatch` carrying it, so the
+    run records those items PENDING (they never ran) and fails with the reader's error.
+    """
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        self._values = iter(values)
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self.error is not None:
+            raise StopIteration
+        try:
+            return next(self._values)
+        except StopIteration:
+            raise
+        except Exception as exc:
+            self.error = exc
+            raise StopIteration from None
+
+    def guarded(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """``batches`` cut from this guard's items; the batch cut after a read error (if any)
+        is not yielded but raised with the error (:class:`UnfinishedBatch`)."""
+        for batch in batches:
+            if self.error is not None:
+                raise UnfinishedBatch(self.error, batch)
+            yield batch
+        if self.error is not None:
+            raise self.error
+
+
+class UnfinishedBatch(Exception):
+    """The item source failed (``error``) while ``batch`` was being filled: its items were read
+    but the batch was never complete, so it must not run; the run records it PENDING."""
+
+    def __init__(self, error: BaseException, batch: Batch) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.batch = batch
 
 
 def batch_items(

@@ -4,6 +4,18 @@ Lambda handler share: it never raises for a worker's failure, it reports it.
 The outcome's ``error``/``cause`` follow AWS Lambda's shape: ``Error`` is the exception's type
 name (or :class:`~runner.errors.WorkerError`'s chosen name) and ``Cause`` is the JSON
 ``{"errorMessage", "errorType", "stackTrace"}`` so a remote traceback survives the trip.
+
+Two failures are named as AWS names them rather than by a Python class:
+
+- a worker that exits (``sys.exit``, ``exit()``, even with status 0) fails its batch with
+  ``Runtime.ExitError``, as a Lambda function whose runtime exits does; it never ends the run,
+  let alone the driver, with a false success;
+- output that is not JSON is ``Runtime.MarshalError``; output over ``output_limit`` bytes of
+  JSON (AWS: 256 KiB for a state's output) is ``States.DataLimitExceeded``, which no Retry with
+  ``States.ALL`` catches.
+
+``KeyboardInterrupt`` is not a worker failure: it is the user stopping the run, so it goes up
+to the scheduling loop, which aborts the run and records the batch ABORTED.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from typing import Any
 
 from runner.errors import WorkerError
 from runner.registry import resolve_worker, worker_info
+from runner.spec import AWS_MAX_OUTPUT_BYTES
 
 __all__ = ["ChildOutcome", "run_child"]
 
@@ -33,30 +46,60 @@ class ChildOutcome:
 
 
 def run_child(
-    worker: str | Callable[..., Any], child_input: Any, *, allow_import_path: bool = True
+    worker: str | Callable[..., Any],
+    child_input: Any,
+    *,
+    allow_import_path: bool = True,
+    output_limit: int | None = AWS_MAX_OUTPUT_BYTES,
 ) -> ChildOutcome:
-    """Run ``worker`` on ``child_input``; worker errors become a failed outcome."""
+    """Run ``worker`` on ``child_input``; worker errors become a failed outcome.
+
+    ``output_limit``: output larger than this many bytes of JSON fails the batch with
+    ``States.DataLimitExceeded`` (``None``: no limit).
+    """
     started = time.perf_counter()
+
+    def failed(error: str, cause: str) -> ChildOutcome:
+        return ChildOutcome(False, None, error, cause, time.perf_counter() - started)
+
     try:
         fn = resolve_worker(worker, allow_import_path) if isinstance(worker, str) else worker
         if worker_info(fn).columnar:
             output = fn(*_columnar_args(child_input))
         else:
             output = fn(child_input)
-        output_json = _encode(output)
     except WorkerError as exc:
-        return ChildOutcome(
-            False, None, exc.error, exc.cause or _cause(exc), time.perf_counter() - started
-        )
-    except _NotJson as exc:
-        return ChildOutcome(
-            False, None, "Runtime.MarshalError", _cause(exc), time.perf_counter() - started
-        )
+        return failed(exc.error, exc.cause or _cause(exc))
+    except SystemExit as exc:  # a worker must not end the process: its batch fails instead
+        return failed("Runtime.ExitError", _cause(exc, "Runtime.ExitError", _exit_message(exc)))
     except Exception as exc:
-        return ChildOutcome(
-            False, None, type(exc).__name__, _cause(exc), time.perf_counter() - started
-        )
+        return failed(type(exc).__name__, _cause(exc))
+    try:
+        output_json = _ENCODER.encode(output)
+    except (TypeError, ValueError, RecursionError) as exc:  # NaN, a set, a cycle, ...
+        # Lambda's words for output it cannot serialise; the traceback would only show ours.
+        message = f"Unable to marshal response: {exc}"
+        return failed("Runtime.MarshalError", _message_cause(message, "Runtime.MarshalError"))
+    if output_limit is not None and len(output_json) > output_limit // 4:
+        size = len(output_json.encode())  # exact bytes only when the text might be over
+        if size > output_limit:
+            message = (
+                f"the worker's output is {size:,} bytes of JSON, over the limit of "
+                f"{output_limit:,} bytes that AWS puts on a state's output; write large "
+                "results to storage and return their location, or lower MaxItemsPerBatch"
+            )
+            return failed(
+                "States.DataLimitExceeded", _message_cause(message, "States.DataLimitExceeded")
+            )
     return ChildOutcome(True, output_json, seconds=time.perf_counter() - started)
+
+
+def _exit_message(exc: SystemExit) -> str:
+    code = exc.code
+    status = 0 if code is None else code
+    return (
+        f"the worker called sys.exit({status!r}): Runtime exited with error: exit status {status}"
+    )
 
 
 def _columnar_args(child_input: Any) -> tuple[Any, Any]:
@@ -67,26 +110,20 @@ def _columnar_args(child_input: Any) -> tuple[Any, Any]:
     return pa.Table.from_pylist([child_input]), None
 
 
-class _NotJson(TypeError):
-    pass
-
-
+# NaN, Infinity and non-JSON types in an output are the worker's error (Runtime.MarshalError).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _encode(output: Any) -> str:
-    """The output as compact JSON; NaN, Infinity and non-JSON types are the worker's error."""
-    try:
-        return _ENCODER.encode(output)
-    except (TypeError, ValueError) as exc:
-        raise _NotJson(f"worker output is not valid JSON: {exc}") from None
-
-
-def _cause(exc: BaseException) -> str:
+def _cause(exc: BaseException, error_type: str | None = None, message: str | None = None) -> str:
+    """Lambda's error shape; ``error_type`` replaces a class name that means nothing to users."""
     return json.dumps(
         {
-            "errorMessage": str(exc),
-            "errorType": type(exc).__name__,
+            "errorMessage": str(exc) if message is None else message,
+            "errorType": error_type or type(exc).__name__,
             "stackTrace": traceback.format_exception(type(exc), exc, exc.__traceback__),
         }
     )
+
+
+def _message_cause(message: str, error_type: str) -> str:
+    return json.dumps({"errorMessage": message, "errorType": error_type})

@@ -1,7 +1,9 @@
 """The ``shardmap`` command line. Thin: parse, build a MapSpec, call the public API, render.
 
-Exit codes: 0 the run succeeded, 1 the run failed, 2 bad usage or bad input (an invalid
-pipeline, an unknown worker, an item source that cannot be read).
+Exit codes (:mod:`runner.errors` gives each error class its own): 0 the run succeeded, 1 the run
+failed or was aborted, 2 bad usage or bad input (an invalid pipeline, an unknown worker, an item
+source whose data cannot be read), 3 storage or a service could not be used (unreachable, access
+denied, disk full).
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from typing import Any
 import click
 
 from runner.engine import MapRunResult, RunProgress, infer_item_reader, run
-from runner.errors import ReaderError, ShardmapError, SpecError
+from runner.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_RUN_FAILED,
+    ReaderError,
+    ShardmapError,
+    SpecError,
+)
 from runner.registry import known_workers
 from runner.samples import SAMPLES
 from runner.spec import MapSpec
 
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+EXIT_FAILED = EXIT_RUN_FAILED
 EXECUTORS = click.Choice(["local", "threads", "processes", "inline", "dask"])
 # `run` may also go to AWS: deploy, start, follow DescribeMapRun (runner.aws.stepfunctions)
 RUN_EXECUTORS = click.Choice([*EXECUTORS.choices, "stepfunctions"])
@@ -54,7 +62,8 @@ def main(verbose: bool, state_dir: str | None) -> None:
 
 
 def _guard(fn):
-    """Turn shardmap's own errors into ``TypeName: message`` and exit 2; bugs keep tracebacks."""
+    """Turn shardmap's own errors into ``TypeName: message`` and the error class's exit code
+    (2 bad usage or input, 3 storage unavailable, ...); bugs keep their tracebacks."""
     import functools
 
     @functools.wraps(fn)
@@ -63,7 +72,7 @@ def _guard(fn):
             return fn(*args, **kwargs)
         except ShardmapError as exc:
             click.echo(f"{type(exc).__name__}: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            sys.exit(exc.exit_code)
 
     return wrapper
 
@@ -424,6 +433,13 @@ def _follow(start: Any, *args: Any, **options: Any) -> None:
         _print_report(result.run_id)
     if result.succeeded:
         return
+    if result.status == "ABORTED" and options.get("journal", True):
+        click.echo(
+            f"  the aborted and pending batches run with `shardmap redrive {result.run_id}`",
+            err=True,
+        )
+    if result.error_exit_code is not None:
+        sys.exit(result.error_exit_code)
     bad_input = result.error in (ReaderError.error_name, "States.Runtime")
     sys.exit(EXIT_BAD_INPUT if bad_input else EXIT_FAILED)
 
@@ -677,6 +693,12 @@ def status_command(run_id: str | None, as_json: bool, watch: bool, interval: flo
         with Journal.open(default_state_dir(), run_id, readonly=True) as journal:
             described = describe_map_run(journal)
         click.echo(json.dumps(described, indent=2) if as_json else _status_line(described))
+        if not as_json and "shardmap" in described:
+            click.echo(
+                f"  ended {described['shardmap']['outcome']}, but its results are not written "
+                f"yet; if its driver is gone, `shardmap export {run_id}` writes them",
+                err=True,
+            )
         if not watch or described["status"] != "RUNNING":
             return
         time.sleep(interval)
@@ -691,6 +713,17 @@ def resume_command(run_id: str, executor: str | None) -> None:
     from runner.engine import resume
 
     _follow(resume, run_id, executor=executor)
+
+
+@main.command("export")
+@click.argument("run_id")
+@_guard
+def export_command(run_id: str) -> None:
+    """Write the results of RUN_ID, which ended but whose driver died before its result files
+    and manifest were written. Nothing runs again (`resume` does this too)."""
+    from runner.engine import export
+
+    _follow(lambda **_: export(run_id))
 
 
 @main.command("redrive")

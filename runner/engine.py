@@ -19,6 +19,7 @@ all but very large sources). A count threshold is checked at every failure.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -26,6 +27,7 @@ import os
 import queue
 import random
 import re
+import signal
 import threading
 import time
 import uuid
@@ -35,9 +37,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from runner.batcher import Batch, Failed, batch_items, dumps
+from runner.batcher import Batch, Failed, ReadGuard, UnfinishedBatch, batch_items, dumps
 from runner.child import ChildOutcome, run_child
-from runner.errors import ReaderError, SpecError
+from runner.errors import ReaderError, ShardmapError, SpecError
 from runner.executors import Executor, get_executor
 from runner.journal import Journal, JournalError, default_state_dir, fingerprint
 from runner.paths import PathNotFound, compile_path, compile_template, context_object
@@ -46,13 +48,14 @@ from runner.reduce import ReduceContext, ReduceOutcome, run_reduce
 from runner.registry import resolve_worker
 from runner.results import ResultWriter, ResultWriterDetails, child_name
 from runner.shards import run_ref, shard_batches, why_not_sharded
-from runner.spec import AWS_MAX_CHILD_INPUT_BYTES, MapSpec
+from runner.spec import AWS_MAX_CHILD_INPUT_BYTES, AWS_MAX_OUTPUT_BYTES, MapSpec
 from runner.types import BatchStatus, ChildRecord, RunStatus
 
 __all__ = [
     "Counts",
     "MapRunResult",
     "RunProgress",
+    "export",
     "infer_item_reader",
     "map_run_arn",
     "redrive",
@@ -134,6 +137,9 @@ class MapRunResult:
     shard_reading: bool = False
     #: The pipeline's reduce step, when it has one and the Map Run SUCCEEDED.
     reduce: ReduceOutcome | None = None
+    #: The exit code the run's error asks for, when it came from a shardmap error (3 when the
+    #: item source's storage could not be reached); ``None``: judge by ``error``.
+    error_exit_code: int | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -251,6 +257,8 @@ def resume(
     """
     with Journal.open(state_dir or default_state_dir(), run_id) as journal:
         row = journal.claim()
+        if row.unexported:  # it ended, but its driver died writing the results
+            return _finish_export(row, journal)
         if row.status != "RUNNING":
             raise JournalError(
                 f"run {run_id} is {row.status}, not interrupted; "
@@ -273,13 +281,18 @@ def redrive(
     the failures and pending items of this one; rerun records carry the new RedriveCount."""
     with Journal.open(state_dir or default_state_dir(), run_id) as journal:
         row = journal.claim()
-        if row.status not in ("FAILED", "ABORTED"):
-            raise JournalError(f"run {run_id} is {row.status}; only FAILED or ABORTED runs redrive")
+        ended = row.outcome if row.unexported else row.status
+        if ended not in ("FAILED", "ABORTED"):
+            hint = "; `shardmap resume` finishes an interrupted run" if ended == "RUNNING" else ""
+            raise JournalError(
+                f"run {run_id} is {ended}; only FAILED or ABORTED runs redrive{hint}"
+            )
         if row.redrive_count >= 1000:
             raise JournalError(f"run {run_id} was redriven 1,000 times, AWS's limit")
         carry = _Carry.from_journal(journal, ("SUCCEEDED",), row.redrive_count + 1)
         journal.update_run(
             status="RUNNING",
+            outcome=None,
             error=None,
             cause=None,
             stop_date=None,
@@ -288,6 +301,63 @@ def redrive(
         )
         journal.commit(force=True)
         return _continue(row, journal, carry, executor, on_progress)
+
+
+def export(run_id: str, *, state_dir: str | None = None) -> MapRunResult:
+    """Write the results of a run that ended but whose driver died before its result files
+    and manifest were all written (``shardmap export RUN``). Nothing runs again.
+
+    >>> export("3f2c...")  # doctest: +SKIP
+    """
+    with Journal.open(state_dir or default_state_dir(), run_id) as journal:
+        row = journal.claim()
+        if not row.unexported:
+            state = "still running" if row.status == "RUNNING" else f"{row.status}, exported"
+            raise JournalError(f"run {run_id} has no results waiting to be written ({state})")
+        return _finish_export(row, journal)
+
+
+def _finish_export(row: Any, journal: Journal) -> MapRunResult:
+    spec = MapSpec.from_dict(row.spec)
+    details = _export_journal(journal, spec, _RunNames.of(spec, row.id), row.dest_url, None)
+    items, executions = _journal_counts(journal)
+    result = MapRunResult(
+        run_id=row.id,
+        map_run_arn=row.map_run_arn,
+        status=RunStatus(row.outcome),
+        item_counts=items,
+        execution_counts=executions,
+        manifest_url=details.manifest_url,
+        output=details.map_state_output(row.map_run_arn),
+        start_date=datetime.fromisoformat(row.start_date),
+        stop_date=_datetime(row.stop_date) or datetime.now(UTC),
+        error=row.error,
+        cause=row.cause,
+    )
+    return _reduced(result, spec, row.run_input, row.dest_url)
+
+
+_COUNT_FIELDS = {
+    "SUCCEEDED": "succeeded",
+    "FAILED": "failed",
+    "TIMED_OUT": "timed_out",
+    "ABORTED": "aborted",
+    "PENDING": "pending",
+    "RUNNING": "running",
+}
+
+
+def _journal_counts(journal: Journal) -> tuple[Counts, Counts]:
+    """Item and execution counts of an exported run, from its batch rows."""
+    items, executions = Counts(), Counts()
+    for status, (batches, size) in journal.counts().items():
+        name = _COUNT_FIELDS[status]
+        setattr(items, name, getattr(items, name) + size)
+        setattr(executions, name, getattr(executions, name) + batches)
+    for counts in (items, executions):
+        counts.total = sum(getattr(counts, name) for name in _COUNT_FIELDS.values())
+        counts.results_written = counts.total - counts.running
+    return items, executions
 
 
 def _continue(
@@ -507,7 +577,9 @@ def _selected(
 
 def plan_batches(spec: MapSpec, run_input: Any) -> Iterator[Batch]:
     """Every batch of the run, in source order (reader -> MaxItems -> ItemSelector -> batcher)."""
-    values, source = _source_items(spec, run_input)
+    raw, source = _source_items(spec, run_input)
+    guard = ReadGuard(raw)  # a read error mid-batch must not take the items read with it
+    values: Iterator[Any] = guard
     batcher = spec.item_batcher
     if (
         batcher is not None
@@ -520,13 +592,17 @@ def plan_batches(spec: MapSpec, run_input: Any) -> Iterator[Batch]:
         max_items = spec.item_reader.reader_config.max_items if spec.item_reader else None
         if max_items is not None:
             values = itertools.islice(values, max_items)
-        return _sliced_batches(values, batcher.max_items_per_batch, batcher.batch_input)
-    return batch_items(
-        _selected(spec, run_input, values, source),
-        max_items=batcher.max_items_per_batch if batcher else None,
-        max_bytes=batcher.max_input_bytes_per_batch if batcher else None,
-        batch_input=batcher.batch_input if batcher else None,
-        batched=batcher is not None,
+        return guard.guarded(
+            _sliced_batches(values, batcher.max_items_per_batch, batcher.batch_input)
+        )
+    return guard.guarded(
+        batch_items(
+            _selected(spec, run_input, values, source),
+            max_items=batcher.max_items_per_batch if batcher else None,
+            max_bytes=batcher.max_input_bytes_per_batch if batcher else None,
+            batch_input=batcher.batch_input if batcher else None,
+            batched=batcher is not None,
+        )
     )
 
 
@@ -545,6 +621,118 @@ def _sliced_batches(values: Iterator[Any], size: int, batch_input: Any) -> Itera
 
 
 _DONE = object()
+
+
+#: Observers of named points in a run's life. Production has none (a checkpoint costs one
+#: empty loop); the crash-point tests add one that kills the driver at a chosen point.
+_checkpoint_observers: list[Callable[[str], None]] = []
+
+
+def _checkpoint(name: str) -> None:
+    for observer in _checkpoint_observers:
+        observer(name)
+
+
+@dataclass(frozen=True)
+class _RunNames:
+    """The ARNs and child names a run's records carry (the run and a later export agree)."""
+
+    run_id: str
+    map_run_arn: str
+    child_machine_arn: str
+    execution_prefix: str
+
+    @classmethod
+    def of(cls, spec: MapSpec, run_id: str) -> _RunNames:
+        machine, label = spec.name, spec.label or "Map"
+        return cls(
+            run_id,
+            map_run_arn(spec, run_id),
+            f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}/{label}",
+            f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{machine}/{label}",
+        )
+
+    def record(
+        self, *, number: int, first_index: int, item_count: int, **fields: Any
+    ) -> ChildRecord:
+        name = child_name(self.run_id, number, first_index, item_count)
+        return ChildRecord(
+            name=name,
+            execution_arn=f"{self.execution_prefix}:{name}",
+            state_machine_arn=self.child_machine_arn,
+            input=None,
+            first_index=first_index,
+            item_count=item_count,
+            **fields,
+        )
+
+
+def _new_writer(
+    spec: MapSpec, names: _RunNames, dest_url: str, rollover_bytes: int | None
+) -> ResultWriter:
+    writer_config = spec.result_writer.writer_config if spec.result_writer else None
+    return ResultWriter(
+        dest_url,
+        names.run_id,
+        names.map_run_arn,
+        transformation=writer_config.transformation if writer_config else "NONE",
+        output_type=writer_config.output_type if writer_config else "JSON",
+        rollover_bytes=rollover_bytes or AWS_ROLLOVER_BYTES,
+    )
+
+
+def _export_journal(
+    journal: Journal, spec: MapSpec, names: _RunNames, dest_url: str, rollover_bytes: int | None
+) -> ResultWriterDetails:
+    """Write every journaled record (manifest last), then give the run its final status."""
+    row = journal.run()
+    writer = _new_writer(spec, names, dest_url, rollover_bytes)
+    try:
+        for batch in journal.iter_final():
+            writer.write(
+                names.record(
+                    number=batch["number"],
+                    first_index=batch["first_index"],
+                    item_count=batch["item_count"],
+                    status=BatchStatus(batch["status"]),
+                    input_json=batch["input_json"],
+                    output_json=batch["output_json"],
+                    error=batch["error"],
+                    cause=batch["cause"],
+                    start_date=_datetime(batch["start_date"]),
+                    stop_date=_datetime(batch["stop_date"]),
+                    redrive_count=batch["redrive_count"],
+                )
+            )
+        _checkpoint("export:files-written")
+    except BaseException:
+        writer.abort()
+        raise
+    details = writer.close()
+    _checkpoint("export:manifest-written")
+    _remove_stale_result_files(details.manifest_url)
+    journal.update_run(status=row.outcome, exported=1, manifest_url=details.manifest_url)
+    journal.commit(force=True)
+    _checkpoint("export:done")
+    return details
+
+
+@contextlib.contextmanager
+def _stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` while a run goes on (main thread only: Python
+    delivers signals there); the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # ignored (nohup): keep so
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _datetime(text: str | None) -> datetime | None:
@@ -624,6 +812,8 @@ class _Planner(threading.Thread):
         self.items = 0
         self.executions = 0
         self.error: BaseException | None = None
+        #: The batch being filled when the source failed: read, never run (recorded PENDING).
+        self.unfinished: Batch | None = None
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -640,6 +830,10 @@ class _Planner(threading.Thread):
                 if self.fingerprints and self._already_done(batch):
                     continue
                 self.queue.put(batch)
+        except UnfinishedBatch as exc:
+            self.items += exc.batch.size
+            self.executions += 1
+            self.unfinished, self.error = exc.batch, exc.error
         except BaseException as exc:  # reported by the loop as the run's error
             self.error = exc
         finally:
@@ -702,11 +896,8 @@ class _MapRun:
         self.run_id = run_id
         self.on_progress = on_progress
         self.read_ahead_items = read_ahead_items
-        machine = spec.name
-        label = spec.label or "Map"
-        self.map_run_arn = map_run_arn(spec, run_id)
-        self.child_machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}/{label}"
-        self.execution_prefix = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{machine}/{label}"
+        self.names = _RunNames.of(spec, run_id)
+        self.map_run_arn = self.names.map_run_arn
         self.rollover_bytes = rollover_bytes
         # Without a journal, records stream straight to the result files; with one, they are
         # exported from the journal when the run ends (write then publish).
@@ -718,6 +909,14 @@ class _MapRun:
         self.failed_items = 0
         self._restore_counts()
         self.in_flight: dict[Future, _Child] = {}
+        self.interrupted: list[_Child] = []  # submitted, but the submit call was interrupted
+        # OversizedOutput FAIL (AWS): a child output over 256 KiB fails its batch.
+        self.output_limit = AWS_MAX_OUTPUT_BYTES if spec.oversized_output == "FAIL" else None
+        self.oversized_outputs = 0
+        #: Set (to the signal's name) by SIGINT/SIGTERM: the loop stops at its next turn.
+        self.stop_requested: str | None = None
+        self.error_exit_code: int | None = None
+        self.in_worker_call = False
         self.waiting: list[tuple[float, int, _Child]] = []  # retry backoff heap
         self._sequence = itertools.count()
         self.error: str | None = None
@@ -728,16 +927,7 @@ class _MapRun:
         self.warnings: list[str] = list(spec.aws_warnings())
 
     def _new_writer(self) -> ResultWriter:
-        spec = self.spec
-        writer_config = spec.result_writer.writer_config if spec.result_writer else None
-        return ResultWriter(
-            self.dest_url,
-            self.run_id,
-            self.map_run_arn,
-            transformation=writer_config.transformation if writer_config else "NONE",
-            output_type=writer_config.output_type if writer_config else "JSON",
-            rollover_bytes=self.rollover_bytes or AWS_ROLLOVER_BYTES,
-        )
+        return _new_writer(self.spec, self.names, self.dest_url, self.rollover_bytes)
 
     def _restore_counts(self) -> None:
         """Start from what the journal says is already done (resume and redrive)."""
@@ -771,25 +961,28 @@ class _MapRun:
             fingerprints=self.journal is not None,
         )
         status = RunStatus.SUCCEEDED
-        try:
-            with self.executor:
-                self.planner.start()
-                try:
-                    self._loop()
-                except KeyboardInterrupt:
-                    self.error, self.cause = "States.Aborted", "stopped by the user"
-                    status = RunStatus.ABORTED
-                if self.error is not None:
-                    status = RunStatus.ABORTED if status == RunStatus.ABORTED else RunStatus.FAILED
-                    self._stop_everything()
-                self._report_progress()
-        finally:
-            # Whatever happened, what was written stays readable: the manifest goes out last.
-            if self.writer is not None:
-                details = self.writer.close()
-        stop = datetime.now(UTC)
-        if self.journal is not None:
-            details = self._export(status, stop)
+        with _stop_signals(self._on_stop_signal):
+            try:
+                with self.executor:
+                    self.planner.start()
+                    try:
+                        self._loop()
+                    except KeyboardInterrupt:
+                        self.error, self.cause = "States.Aborted", self._stopped_by()
+                        status = RunStatus.ABORTED
+                        log.warning("map run %s: %s", self.run_id, self.cause)
+                    if self.error is not None:
+                        if status != RunStatus.ABORTED:
+                            status = RunStatus.FAILED
+                        self._stop_everything()
+                    self._report_progress()
+            finally:
+                # Whatever happened, what was written stays readable: the manifest goes last.
+                if self.writer is not None:
+                    details = self.writer.close()
+            stop = datetime.now(UTC)
+            if self.journal is not None:
+                details = self._export(status, stop)
         return MapRunResult(
             run_id=self.run_id,
             map_run_arn=self.map_run_arn,
@@ -804,6 +997,7 @@ class _MapRun:
             cause=self.cause,
             warnings=self.warnings,
             shard_reading=self.sharded,
+            error_exit_code=self.error_exit_code,
         )
 
     def _plan(self) -> Iterator[Batch]:
@@ -845,10 +1039,34 @@ class _MapRun:
         # Separate processes import the worker by name; threads can share the function.
         return self.spec.worker if self.executor.remote else fn
 
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        """SIGINT/SIGTERM: stop at the loop's next turn (at once if a worker runs in this
+        thread); a second signal stops at once, wherever the driver is."""
+        if self.stop_requested is not None:
+            raise KeyboardInterrupt  # asked twice: `shardmap resume` finishes what is left
+        self.stop_requested = signal.Signals(signum).name
+        log.warning(
+            "map run %s: %s received: aborting running batches and writing the results "
+            "(send it again to stop at once)",
+            self.run_id,
+            self.stop_requested,
+        )
+        if self.in_worker_call:
+            raise KeyboardInterrupt
+
+    def _stopped_by(self) -> str:
+        if self.stop_requested == "SIGTERM":
+            return "stopped by SIGTERM"
+        if self.stop_requested == "SIGINT":
+            return "stopped by the user (Ctrl-C)"
+        return "stopped: KeyboardInterrupt raised while a batch ran"
+
     def _loop(self) -> None:
         last_progress = 0.0
         flush = getattr(self.executor, "flush", None)  # executors that send submissions in bulk
         while self.error is None:
+            if self.stop_requested is not None:
+                raise KeyboardInterrupt
             self._fill_slots()
             if flush is not None:
                 flush()
@@ -902,6 +1120,24 @@ class _MapRun:
             self.warnings.append(message)
             log.warning(message)
 
+    def _warn_if_output_too_big_for_aws(self, output_json: str) -> None:
+        """OversizedOutput WARN: keep the output, but say (once, then in the count) that AWS
+        would fail this child with States.DataLimitExceeded."""
+        if len(output_json) <= AWS_MAX_OUTPUT_BYTES // 4:
+            return
+        size = len(output_json.encode())
+        if size <= AWS_MAX_OUTPUT_BYTES:
+            return
+        self.oversized_outputs += 1
+        message = (
+            f"{self.oversized_outputs} child output(s) over AWS's 256 KiB limit (the latest "
+            f"{size:,} bytes); on AWS these children fail with States.DataLimitExceeded"
+        )
+        self.warnings = [w for w in self.warnings if "child output(s) over" not in w]
+        self.warnings.append(message)
+        if self.oversized_outputs == 1:
+            log.warning(message)
+
     def _next_batch(self, block: bool, timeout: float = 0.05) -> Batch | None:
         if self.held is not None:
             batch, self.held = self.held, None
@@ -923,6 +1159,8 @@ class _MapRun:
         return self.planner_finished and self.held is None
 
     def _fail_from_planner(self, exc: BaseException) -> None:
+        if isinstance(exc, ShardmapError):
+            self.error_exit_code = exc.exit_code
         if isinstance(exc, ReaderError):
             self.error, self.cause = exc.error_name, str(exc)
         elif isinstance(exc, SpecError):
@@ -941,13 +1179,25 @@ class _MapRun:
             self.journal.started(
                 batch.number, batch.first_index, batch.size, batch.fingerprint or ""
             )
-        if batch.ref is not None:
-            future = self.executor.submit(run_ref, self.worker, batch.ref)
-        else:
-            child_input = batch.child_input()
-            if self.checked_inputs < 16:  # a sample: a dumps per child would cost the hot path
-                self._warn_if_too_big_for_aws(dumps(child_input))
-            future = self.executor.submit(run_child, self.worker, child_input)
+        limit = self.output_limit
+        self.in_worker_call = True  # an inline executor runs the worker inside submit
+        try:
+            if batch.ref is not None:
+                future = self.executor.submit(run_ref, self.worker, batch.ref, limit)
+            else:
+                child_input = batch.child_input()
+                if self.checked_inputs < 16:  # a sample: a dumps per child would cost the hot path
+                    self._warn_if_too_big_for_aws(dumps(child_input))
+                future = self.executor.submit(
+                    run_child, self.worker, child_input, output_limit=limit
+                )
+        except BaseException:
+            # Ctrl-C while an inline executor ran this batch in this thread: it was running,
+            # so it is aborted with the others, never dropped.
+            self.interrupted.append(child)
+            raise
+        finally:
+            self.in_worker_call = False
         timeout = self.spec.timeout_seconds
         child.deadline = time.monotonic() + timeout if timeout else None
         self.in_flight[future] = child
@@ -978,6 +1228,11 @@ class _MapRun:
             return
         except Exception as exc:  # the executor itself failed this batch (lost process, pickling)
             outcome = ChildOutcome(False, None, type(exc).__name__, f"{type(exc).__name__}: {exc}")
+        except BaseException:  # KeyboardInterrupt in the worker: the run stops, this batch too
+            self.in_flight[future] = child
+            raise
+        if outcome.ok and self.output_limit is None:
+            self._warn_if_output_too_big_for_aws(outcome.output_json or "")
         if outcome.input_json is not None and not self._took_input(child.batch, outcome):
             self.in_flight[future] = child
             return
@@ -1130,23 +1385,18 @@ class _MapRun:
     def _child_record(
         self, *, number: int, first_index: int, item_count: int, **fields: Any
     ) -> ChildRecord:
-        name = child_name(self.run_id, number, first_index, item_count)
-        return ChildRecord(
-            name=name,
-            execution_arn=f"{self.execution_prefix}:{name}",
-            state_machine_arn=self.child_machine_arn,
-            input=None,
-            first_index=first_index,
-            item_count=item_count,
-            **fields,
+        return self.names.record(
+            number=number, first_index=first_index, item_count=item_count, **fields
         )
 
     # -- results from the journal ------------------------------------------------------------
     def _export(self, status: RunStatus, stop: datetime) -> ResultWriterDetails:
-        """Write every journaled record in AWS's layout, manifest last, then mark the run."""
+        """Record the outcome, write every journaled record in AWS's layout (manifest last),
+        and only then mark the run with its final status: a crash anywhere in between leaves
+        a RUNNING run whose ``outcome`` says what :func:`export` (or resume) must finish."""
         assert self.journal is not None
         self.journal.update_run(
-            status=str(status),
+            outcome=str(status),
             error=self.error,
             cause=self.cause,
             stop_date=stop.isoformat(),
@@ -1155,32 +1405,10 @@ class _MapRun:
             plan_complete=int(self.planner.done.is_set()),
         )
         self.journal.commit(force=True)
-        writer = self._new_writer()
-        try:
-            for row in self.journal.iter_final():
-                writer.write(
-                    self._child_record(
-                        number=row["number"],
-                        first_index=row["first_index"],
-                        item_count=row["item_count"],
-                        status=BatchStatus(row["status"]),
-                        input_json=row["input_json"],
-                        output_json=row["output_json"],
-                        error=row["error"],
-                        cause=row["cause"],
-                        start_date=_datetime(row["start_date"]),
-                        stop_date=_datetime(row["stop_date"]),
-                        redrive_count=row["redrive_count"],
-                    )
-                )
-        except BaseException:
-            writer.abort()
-            raise
-        details = writer.close()
-        _remove_stale_result_files(details.manifest_url)
-        self.journal.update_run(exported=1, manifest_url=details.manifest_url)
-        self.journal.commit(force=True)
-        return details
+        _checkpoint("export:outcome-recorded")
+        return _export_journal(
+            self.journal, self.spec, self.names, self.dest_url, self.rollover_bytes
+        )
 
     # -- thresholds and stopping -------------------------------------------------------------
     def _check_thresholds(self, final: bool = False) -> None:
@@ -1207,7 +1435,9 @@ class _MapRun:
         if self.journal is not None:  # their attempts end here (waiting ones already ended)
             for child in self.in_flight.values():
                 self.journal.attempt_ended(child.batch.number, "ABORTED", "States.Aborted", None)
-        for child in list(self.in_flight.values()) + [c for _, _, c in self.waiting]:
+        stopped = [*self.in_flight.values(), *self.interrupted, *(c for _, _, c in self.waiting)]
+        self.interrupted.clear()
+        for child in stopped:
             self._final(
                 child, BatchStatus.ABORTED, "States.Aborted", f"Map Run stopped: {self.error}"
             )
@@ -1217,6 +1447,14 @@ class _MapRun:
             batch = self._next_batch(block=True, timeout=1.0)
             if batch is not None:
                 self._pending(batch)
+        unfinished = self.planner.unfinished
+        if unfinished is not None:  # read before the source failed: in the results, as PENDING
+            self._pending(unfinished)
+            last = unfinished.first_index + unfinished.size - 1
+            self.cause = (
+                f"{self.cause} (items {unfinished.first_index}-{last}, read before the failure, "
+                "are PENDING in the results)"
+            )
 
     def _pending(self, batch: Batch) -> None:
         self._keep(_Child(batch, datetime.now(UTC)), BatchStatus.PENDING, None, None, None)

@@ -29,12 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ShardmapError
+from runner.errors import EXIT_UNAVAILABLE, ShardmapError
 
 __all__ = [
     "DEFAULT_STATE_DIR",
     "Journal",
     "JournalError",
+    "JournalUnavailable",
     "RunRow",
     "default_state_dir",
     "fingerprint",
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS run (
     run_input TEXT NOT NULL,
     dest_url TEXT NOT NULL,
     executor TEXT,
-    status TEXT NOT NULL,          -- RunStatus
+    status TEXT NOT NULL,          -- RunStatus; final only once the results are written
+    outcome TEXT,                  -- the decided RunStatus while its results are being written
     error TEXT,
     cause TEXT,
     start_date TEXT NOT NULL,
@@ -138,6 +140,12 @@ class JournalError(ShardmapError):
     """A journal is missing, belongs to another run, or is in use by a live driver."""
 
 
+class JournalUnavailable(JournalError):
+    """The journal cannot be written (disk full, read-only, I/O error): exit 3."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
 def default_state_dir() -> str:
     """``$SHARDMAP_STATE_DIR``, else ``.shardmap`` in the working directory."""
     return os.environ.get("SHARDMAP_STATE_DIR") or DEFAULT_STATE_DIR
@@ -170,6 +178,14 @@ class RunRow:
     exported: bool
     pid: int | None
     heartbeat: float | None
+    #: The status the run ended with, while its results are not yet written (status is then
+    #: still RUNNING, so nothing claims results that do not exist); ``None`` otherwise.
+    outcome: str | None = None
+
+    @property
+    def unexported(self) -> bool:
+        """The run has ended but its result files and manifest are not (all) written."""
+        return self.outcome is not None and not self.exported
 
     @property
     def driver_alive(self) -> bool:
@@ -275,7 +291,17 @@ class Journal:
             known = ", ".join(r.id for r in list_runs(state_dir)[:5]) if not readonly else ""
             hint = f"; recent runs: {known}" if known else ""
             raise JournalError(f"no journal for run {run_id!r} under {state_dir}{hint}")
-        return cls(path, _connect(path, readonly=readonly), commit_seconds, readonly)
+        journal = cls(path, _connect(path, readonly=readonly), commit_seconds, readonly)
+        if not readonly:
+            journal._migrate()
+        return journal
+
+    def _migrate(self) -> None:
+        """Journals written before a column existed get it (schema version 1 throughout)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(run)")}
+        if "outcome" not in columns:
+            self.db.execute("ALTER TABLE run ADD COLUMN outcome TEXT")
+            self.db.commit()
 
     def close(self) -> None:
         if not self.readonly:
@@ -297,9 +323,15 @@ class Journal:
         """
         now = time.monotonic()
         if force or now - self._last_commit >= self.commit_seconds:
-            self._flush()
-            self.db.execute("UPDATE run SET heartbeat = ?", (time.time(),))
-            self.db.commit()
+            try:
+                self._flush()
+                self.db.execute("UPDATE run SET heartbeat = ?", (time.time(),))
+                self.db.commit()
+            except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error
+                raise JournalUnavailable(
+                    f"cannot write the run journal {self.path}: {exc}; the run stops here and "
+                    "`shardmap resume` finishes it once the journal can be written"
+                ) from exc
             self._last_commit = now
 
     # -- the run row -------------------------------------------------------------------------

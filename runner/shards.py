@@ -29,7 +29,7 @@ from runner.child import ChildOutcome, run_child
 from runner.errors import ReaderError
 from runner.paths import PathNotFound, compile_template, context_object
 from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
-from runner.spec import MapSpec
+from runner.spec import AWS_MAX_OUTPUT_BYTES, MapSpec
 
 __all__ = [
     "DEFAULT_SHARD_BYTES",
@@ -269,7 +269,9 @@ def materialize(ref: BatchRef) -> tuple[Any, str | None, str | None]:
     return {"Items": values}, error, cause
 
 
-def run_ref(worker: Any, ref: BatchRef) -> ChildOutcome:
+def run_ref(
+    worker: Any, ref: BatchRef, output_limit: int | None = AWS_MAX_OUTPUT_BYTES
+) -> ChildOutcome:
     """Runs on a worker: read the batch's items from storage, then run the child.
 
     A read error raises (the driver fails the run with States.ItemReaderFailed, as a driver-side
@@ -279,7 +281,7 @@ def run_ref(worker: Any, ref: BatchRef) -> ChildOutcome:
     input_json = dumps(child_input)
     if error is not None:
         return ChildOutcome(False, None, error, cause, input_json=input_json, final=True)
-    outcome = run_child(worker, child_input)
+    outcome = run_child(worker, child_input, output_limit=output_limit)
     outcome.input_json = input_json
     return outcome
 

@@ -2,7 +2,8 @@
 
 A pipeline file uses AWS's own field names (so errors, docs and ASL share one vocabulary) plus
 a few shardmap fields: ``Worker``, ``Source`` (a URL of a file or prefix), ``Destination`` (a URL
-under ``ResultWriter``), ``Input`` (default run input) and ``Reduce``. Example::
+under ``ResultWriter``), ``Input`` (default run input), ``Reduce`` and ``OversizedOutput``
+(``FAIL``, AWS's behaviour, or ``WARN``: keep child outputs over 256 KiB, warning). Example::
 
     Name: demo
     Worker: echo
@@ -35,6 +36,7 @@ from runner.errors import SpecError
 __all__ = [
     "AWS_MAX_BATCH_BYTES",
     "AWS_MAX_CHILD_INPUT_BYTES",
+    "AWS_MAX_OUTPUT_BYTES",
     "ItemBatcher",
     "ItemReader",
     "MapSpec",
@@ -46,6 +48,7 @@ __all__ = [
 
 AWS_MAX_BATCH_BYTES = 262_144
 AWS_MAX_CHILD_INPUT_BYTES = 256 * 1024
+AWS_MAX_OUTPUT_BYTES = 256 * 1024  # a state's output; larger child output: DataLimitExceeded
 AWS_MAX_ITEMS = 100_000_000
 LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
 GET_OBJECT = "arn:aws:states:::s3:getObject"
@@ -224,6 +227,9 @@ class MapSpec(_Model):
     timeout_seconds: float | None = Field(None, alias="TimeoutSeconds", gt=0)
     execution_type: Literal["STANDARD", "EXPRESS"] = Field("STANDARD", alias="ExecutionType")
     result_writer: ResultWriterSpec | None = Field(None, alias="ResultWriter")
+    #: shardmap extension: a child output over AWS's 256 KiB fails its batch with
+    #: States.DataLimitExceeded as on AWS (FAIL), or is kept with a warning (WARN, local only).
+    oversized_output: Literal["FAIL", "WARN"] = Field("FAIL", alias="OversizedOutput")
 
     @field_validator("tolerated_failure_percentage")
     @classmethod

@@ -39,8 +39,9 @@ def describe_map_run(journal: Journal) -> dict[str, Any]:
     row = journal.run()
     spec = row.spec
     counts = journal.counts()
-    items = _counts(counts, row.total_items, index=1, finished=row.status != "RUNNING")
-    executions = _counts(counts, row.total_batches, index=0, finished=row.status != "RUNNING")
+    finished, written = row.status != "RUNNING", row.exported
+    items = _counts(counts, row.total_items, index=1, finished=finished, written=written)
+    executions = _counts(counts, row.total_batches, index=0, finished=finished, written=written)
     described: dict[str, Any] = {
         "mapRunArn": row.map_run_arn,
         "executionArn": row.map_run_arn.replace(":mapRun:", ":execution:").rsplit(":", 1)[0]
@@ -60,11 +61,13 @@ def describe_map_run(journal: Journal) -> dict[str, Any]:
         described["error"], described["cause"] = row.error, row.cause
     if row.manifest_url and row.exported:
         described["resultWriterDetails"] = {"manifest": row.manifest_url}
+    if row.unexported:  # shardmap's own: the run ended, its results are still being written
+        described["shardmap"] = {"outcome": row.outcome, "resultsExported": False}
     return described
 
 
 def _counts(
-    counts: dict[str, tuple[int, int]], total: int, *, index: int, finished: bool
+    counts: dict[str, tuple[int, int]], total: int, *, index: int, finished: bool, written: bool
 ) -> dict[str, int]:
     out = dict.fromkeys(_COUNT_KEYS, 0)
     for status, pair in counts.items():
@@ -74,8 +77,10 @@ def _counts(
     if not finished:  # planned but not yet started: not in the batch table yet
         out["pending"] += total - journaled
     out["total"] = total
-    out["resultsWritten"] = sum(out[k] for k in ("succeeded", "failed", "timedOut", "aborted"))
-    if finished:
-        out["resultsWritten"] += out["pending"]
+    # Results are written from the journal when the run ends: until then none exist.
+    if written:
+        out["resultsWritten"] = sum(
+            out[k] for k in ("succeeded", "failed", "timedOut", "aborted", "pending")
+        )
     out["pendingRedrive"] = 0
     return out

@@ -562,10 +562,17 @@ def test_child_input_over_aws_limit_is_a_warning(tmp_path: Path) -> None:
     source = write_jsonl(
         str(tmp_path / "items.jsonl"), [{"n": n, "pad": "z" * 3000} for n in range(200)]
     )
-    spec = spec_for(source, str(tmp_path / "out"), "echo", ItemBatcher={"MaxItemsPerBatch": 100})
+    spec = spec_for(
+        source,
+        str(tmp_path / "out"),
+        "echo",
+        ItemBatcher={"MaxItemsPerBatch": 100},
+        OversizedOutput="WARN",  # echo's output is as big as its input
+    )
     result = run(spec, executor="inline")
     assert result.succeeded
-    assert any("256 KiB" in warning for warning in result.warnings)
+    assert any("child input is" in warning for warning in result.warnings)
+    assert any("2 child output(s) over" in warning for warning in result.warnings)
 
 
 def test_a_killed_worker_process_fails_only_its_batch_and_is_retried(tmp_path: Path) -> None:
