@@ -122,6 +122,13 @@ def _set_scheduler(ctx: click.Context, param: click.Parameter, value: str | None
     metavar="ARN=WORKER",
     help="For ASL definitions: map a Lambda ARN to a worker.",
 )
+@click.option(
+    "--allow-manifest-location",
+    "allow_locations",
+    multiple=True,
+    metavar="URL",
+    help="Let a MANIFEST name files here too (an s3:// prefix, a folder, a URL); repeatable.",
+)
 @_journal_options
 @_guard
 def run_command(
@@ -134,6 +141,7 @@ def run_command(
     name: str | None,
     region: str | None,
     resource: tuple[str, ...],
+    allow_locations: tuple[str, ...],
     run_id: str | None,
     no_journal: bool,
     shard_reading: bool | None,
@@ -141,6 +149,8 @@ def run_command(
     """Run a pipeline file (YAML) or an ASL state machine (.json)."""
     resources = dict(_pair(r, "--resource") for r in resource)
     spec = MapSpec.load(pipeline, resources=resources)
+    if allow_locations:  # widens the pipeline's AllowedLocations (default: SAME_AS_MANIFEST)
+        spec = spec.replace(allowed_locations=spec.allowed_locations + allow_locations)
     if executor == "stepfunctions":
         spec = _overridden(spec, source=source, dest=dest, worker=worker)
         _run_on_stepfunctions(spec, name=name, region=region, run_input=_parse_input(run_input))
@@ -704,33 +714,49 @@ def status_command(run_id: str | None, as_json: bool, watch: bool, interval: flo
         time.sleep(interval)
 
 
+def _credential_options(fn):
+    fn = click.option("--dest", help="The run's results URL again, when it holds user:password@.")(
+        fn
+    )
+    return click.option(
+        "--source",
+        help="The run's item source URL again, when it holds user:password@ (the journal "
+        "keeps such URLs masked).",
+    )(fn)
+
+
 @main.command("resume")
 @click.argument("run_id")
 @click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [as before].")
+@_credential_options
 @_guard
-def resume_command(run_id: str, executor: str | None) -> None:
+def resume_command(run_id: str, executor: str | None, source: str | None, dest: str | None) -> None:
     """Finish RUN_ID after its driver died; batches already done do not run again."""
     from runner.engine import resume
 
-    _follow(resume, run_id, executor=executor)
+    _follow(resume, run_id, executor=executor, source=source, dest=dest)
 
 
 @main.command("export")
 @click.argument("run_id")
+@click.option("--dest", help="The run's results URL again, when it holds user:password@.")
 @_guard
-def export_command(run_id: str) -> None:
+def export_command(run_id: str, dest: str | None) -> None:
     """Write the results of RUN_ID, which ended but whose driver died before its result files
     and manifest were written. Nothing runs again (`resume` does this too)."""
     from runner.engine import export
 
-    _follow(lambda **_: export(run_id))
+    _follow(lambda **_: export(run_id, dest=dest))
 
 
 @main.command("redrive")
 @click.argument("run_id")
 @click.option("--executor", type=EXECUTORS, default=None, help="Where batches run [as before].")
+@_credential_options
 @_guard
-def redrive_command(run_id: str, executor: str | None) -> None:
+def redrive_command(
+    run_id: str, executor: str | None, source: str | None, dest: str | None
+) -> None:
     """Rerun the failed, timed-out, aborted and pending batches of RUN_ID.
 
     RUN_ID may be a Step Functions execution ARN: the execution is redriven on AWS
@@ -745,7 +771,7 @@ def redrive_command(run_id: str, executor: str | None) -> None:
         return
     from runner.engine import redrive
 
-    _follow(redrive, run_id, executor=executor)
+    _follow(redrive, run_id, executor=executor, source=source, dest=dest)
 
 
 @main.command("report")

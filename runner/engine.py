@@ -20,6 +20,7 @@ all but very large sources). A count threshold is checked at every failure.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -39,9 +40,9 @@ from typing import Any
 
 from runner.batcher import Batch, Failed, ReadGuard, UnfinishedBatch, batch_items, dumps
 from runner.child import ChildOutcome, run_child
-from runner.errors import ReaderError, ShardmapError, SpecError
+from runner.errors import ReaderError, ShardmapError, SpecError, redact_url
 from runner.executors import Executor, get_executor
-from runner.journal import Journal, JournalError, default_state_dir, fingerprint
+from runner.journal import Journal, JournalError, RunRow, default_state_dir, fingerprint
 from runner.paths import PathNotFound, compile_path, compile_template, context_object
 from runner.readers.base import KeyedValue, ReaderConfig, get_reader
 from runner.reduce import ReduceContext, ReduceOutcome, run_reduce
@@ -248,15 +249,20 @@ def resume(
     state_dir: str | None = None,
     executor: str | Executor | None = None,
     on_progress: Callable[[RunProgress], None] | None = None,
+    source: str | None = None,
+    dest: str | None = None,
 ) -> MapRunResult:
     """Finish a run whose driver died: batches already done are not run again.
 
     The source is read again from the start (each batch is checked against the fingerprint
     the journal holds, so a changed source is an error rather than silently different
     results); results are exported from the journal, so no item is written twice.
+    ``source``/``dest``: the run's URLs again, when they hold ``user:password@`` (the journal
+    keeps them masked).
     """
     with Journal.open(state_dir or default_state_dir(), run_id) as journal:
         row = journal.claim()
+        row = _with_credentials(row, source, dest, "resume")
         if row.unexported:  # it ended, but its driver died writing the results
             return _finish_export(row, journal)
         if row.status != "RUNNING":
@@ -275,12 +281,15 @@ def redrive(
     state_dir: str | None = None,
     executor: str | Executor | None = None,
     on_progress: Callable[[RunProgress], None] | None = None,
+    source: str | None = None,
+    dest: str | None = None,
 ) -> MapRunResult:
     """Rerun the failed, timed-out, aborted and pending batches of a finished run (AWS's Map
     Run redrive). Successes are kept; the new manifest lists the successes of every attempt and
     the failures and pending items of this one; rerun records carry the new RedriveCount."""
     with Journal.open(state_dir or default_state_dir(), run_id) as journal:
         row = journal.claim()
+        row = _with_credentials(row, source, dest, "redrive")
         ended = row.outcome if row.unexported else row.status
         if ended not in ("FAILED", "ABORTED"):
             hint = "; `shardmap resume` finishes an interrupted run" if ended == "RUNNING" else ""
@@ -303,18 +312,57 @@ def redrive(
         return _continue(row, journal, carry, executor, on_progress)
 
 
-def export(run_id: str, *, state_dir: str | None = None) -> MapRunResult:
+def export(run_id: str, *, state_dir: str | None = None, dest: str | None = None) -> MapRunResult:
     """Write the results of a run that ended but whose driver died before its result files
     and manifest were all written (``shardmap export RUN``). Nothing runs again.
 
     >>> export("3f2c...")  # doctest: +SKIP
     """
     with Journal.open(state_dir or default_state_dir(), run_id) as journal:
-        row = journal.claim()
+        row = _with_credentials(journal.claim(), None, dest, "export", check_source=False)
         if not row.unexported:
             state = "still running" if row.status == "RUNNING" else f"{row.status}, exported"
             raise JournalError(f"run {run_id} has no results waiting to be written ({state})")
         return _finish_export(row, journal)
+
+
+def _with_credentials(
+    row: RunRow, source: str | None, dest: str | None, command: str, check_source: bool = True
+) -> RunRow:
+    """The run row with its source and destination URLs as they were before the journal
+    masked their ``user:password@``: given again by the user, and checked to be the same."""
+    spec = MapSpec.from_dict(row.spec)
+    changes: dict[str, Any] = {}
+    given = _url_again(spec.source_url(), source, "source", row.id, command, check_source)
+    if given is not None:
+        changes["spec"] = spec.replace(source=given).to_dict()
+    given = _url_again(row.dest_url, dest, "dest", row.id, command)
+    if given is not None:
+        changes["dest_url"] = given
+    return dataclasses.replace(row, **changes) if changes else row
+
+
+def _url_again(
+    journaled: str | None,
+    given: str | None,
+    what: str,
+    run_id: str,
+    command: str,
+    required: bool = True,
+) -> str | None:
+    if given is None:
+        if required and journaled and "://***@" in journaled:
+            raise JournalError(
+                f"run {run_id} used {journaled}, whose credentials the journal does not keep; "
+                f"give the {what} again: shardmap {command} {run_id} --{what} URL"
+            )
+        return None
+    if redact_url(given) != journaled:
+        raise JournalError(
+            f"run {run_id}: --{what} {redact_url(given)} is not the {what} the run used "
+            f"({journaled})"
+        )
+    return given
 
 
 def _finish_export(row: Any, journal: Journal) -> MapRunResult:
@@ -529,6 +577,7 @@ def _reader_config(spec: MapSpec) -> ReaderConfig:
         manifest_type=config.manifest_type,
         transformation=config.transformation,
         inner_input_type=config.input_type if input_type in ("LISTING", "MANIFEST") else None,
+        allowed_locations=spec.allowed_locations,
     )
 
 
@@ -579,7 +628,7 @@ def plan_batches(spec: MapSpec, run_input: Any) -> Iterator[Batch]:
     """Every batch of the run, in source order (reader -> MaxItems -> ItemSelector -> batcher)."""
     raw, source = _source_items(spec, run_input)
     guard = ReadGuard(raw)  # a read error mid-batch must not take the items read with it
-    values: Iterator[Any] = guard
+    values: Iterator[Any] = guard.items
     batcher = spec.item_batcher
     if (
         batcher is not None
@@ -1451,9 +1500,11 @@ class _MapRun:
         if unfinished is not None:  # read before the source failed: in the results, as PENDING
             self._pending(unfinished)
             last = unfinished.first_index + unfinished.size - 1
-            self.cause = (
-                f"{self.cause} (items {unfinished.first_index}-{last}, read before the failure, "
-                "are PENDING in the results)"
+            log.warning(
+                "map run %s: items %d-%d, read before the item source failed, are PENDING",
+                self.run_id,
+                unfinished.first_index,
+                last,
             )
 
     def _pending(self, batch: Batch) -> None:

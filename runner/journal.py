@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner.errors import EXIT_UNAVAILABLE, ShardmapError
+from runner.errors import EXIT_UNAVAILABLE, ShardmapError, redact_url
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -39,6 +39,7 @@ __all__ = [
     "RunRow",
     "default_state_dir",
     "fingerprint",
+    "journaled_spec",
     "list_runs",
 ]
 
@@ -134,6 +135,39 @@ _WRITES = (
         " output_json = excluded.output_json",
     ),
 )
+
+
+def journaled_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` (pipeline-file form) as the journal keeps it: ``user:password@`` masked in the
+    URLs it names (``Source``, ``ItemReader.Parameters``, ``ResultWriter``), since a journal is
+    a file anyone with the state directory reads. Resuming such a run needs the URL again.
+
+    >>> journaled_spec({"Source": "https://me:pw@host/a.csv"})["Source"]
+    'https://***@host/a.csv'
+    """
+    masked = dict(spec)
+    if isinstance(masked.get("Source"), str):
+        masked["Source"] = redact_url(masked["Source"])
+    for block, fields in (
+        ("ItemReader", ("Parameters",)),
+        ("ResultWriter", ("Destination", "Parameters")),
+    ):
+        if isinstance(masked.get(block), dict):
+            masked[block] = {
+                name: _redact_strings(value) if name in fields else value
+                for name, value in masked[block].items()
+            }
+    return masked
+
+
+def _redact_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {key: _redact_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_strings(item) for item in value]
+    return value
 
 
 class JournalError(ShardmapError):
@@ -265,9 +299,9 @@ class Journal:
                 run_id,
                 SCHEMA_VERSION,
                 map_run_arn,
-                json.dumps(spec),
+                json.dumps(journaled_spec(spec)),
                 json.dumps(run_input),
-                dest_url,
+                redact_url(dest_url),
                 executor,
                 _now(),
                 os.getpid(),

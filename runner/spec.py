@@ -2,8 +2,10 @@
 
 A pipeline file uses AWS's own field names (so errors, docs and ASL share one vocabulary) plus
 a few shardmap fields: ``Worker``, ``Source`` (a URL of a file or prefix), ``Destination`` (a URL
-under ``ResultWriter``), ``Input`` (default run input), ``Reduce`` and ``OversizedOutput``
-(``FAIL``, AWS's behaviour, or ``WARN``: keep child outputs over 256 KiB, warning). Example::
+under ``ResultWriter``), ``Input`` (default run input), ``Reduce``, ``OversizedOutput``
+(``FAIL``, AWS's behaviour, or ``WARN``: keep child outputs over 256 KiB, warning) and
+``AllowedLocations`` (where the files a MANIFEST names may be; default ``[SAME_AS_MANIFEST]``: the
+manifest's own bucket, or its own folder). Example::
 
     Name: demo
     Worker: echo
@@ -24,9 +26,11 @@ are reported by :meth:`MapSpec.aws_warnings` instead, because local runs need no
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import unquote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +41,7 @@ __all__ = [
     "AWS_MAX_BATCH_BYTES",
     "AWS_MAX_CHILD_INPUT_BYTES",
     "AWS_MAX_OUTPUT_BYTES",
+    "SAME_AS_MANIFEST",
     "ItemBatcher",
     "ItemReader",
     "MapSpec",
@@ -54,6 +59,8 @@ LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
 GET_OBJECT = "arn:aws:states:::s3:getObject"
 PUT_OBJECT: Final = "arn:aws:states:::s3:putObject"
 _INPUT_TYPES = ("CSV", "JSON", "JSONL", "PARQUET", "MANIFEST")
+#: AllowedLocations entry: the manifest's own bucket (s3://) or its own folder tree (local).
+SAME_AS_MANIFEST: Final = "SAME_AS_MANIFEST"
 # States.ALL never matches these two (AWS error-handling guide).
 _NOT_MATCHED_BY_ALL = frozenset({"States.DataLimitExceeded", "States.Runtime"})
 
@@ -230,6 +237,9 @@ class MapSpec(_Model):
     #: shardmap extension: a child output over AWS's 256 KiB fails its batch with
     #: States.DataLimitExceeded as on AWS (FAIL), or is kept with a warning (WARN, local only).
     oversized_output: Literal["FAIL", "WARN"] = Field("FAIL", alias="OversizedOutput")
+    #: shardmap extension: where the data files a MANIFEST names may be (URL prefixes, local
+    #: folders, or SAME_AS_MANIFEST); a file named anywhere else fails the run unread.
+    allowed_locations: tuple[str, ...] = Field((SAME_AS_MANIFEST,), alias="AllowedLocations")
 
     @field_validator("tolerated_failure_percentage")
     @classmethod
@@ -257,8 +267,22 @@ class MapSpec(_Model):
                 )
         return retriers
 
+    @field_validator("allowed_locations")
+    @classmethod
+    def _locations(cls, locations: tuple[str, ...]) -> tuple[str, ...]:
+        for number, location in enumerate(locations):
+            problem = _location_problem(location)
+            if problem:
+                raise SpecError(str(number), f"{location!r}: {problem}")
+        return locations
+
     @model_validator(mode="after")
     def _consistent(self) -> MapSpec:
+        if self.allowed_locations != (SAME_AS_MANIFEST,) and self.input_type != "MANIFEST":
+            raise SpecError(
+                "AllowedLocations",
+                "only a MANIFEST ItemReader (ReaderConfig.ManifestType) reads files it names",
+            )
         _exclusive(self, "max_concurrency", "MaxConcurrency", unset=0)
         _exclusive(self, "tolerated_failure_percentage", "ToleratedFailurePercentage")
         _exclusive(self, "tolerated_failure_count", "ToleratedFailureCount")
@@ -369,6 +393,36 @@ class MapSpec(_Model):
         if self.max_concurrency > 10_000:
             warnings.append("MaxConcurrency: AWS runs at most 10,000 child workflows at once")
         return warnings
+
+
+def _location_problem(location: str) -> str | None:
+    """What is wrong with an AllowedLocations entry (a URL prefix or a local folder), if anything.
+
+    Credentials are refused because the spec is journaled; ``::`` because fsspec would chain it;
+    ``.``/``..`` segments in URLs because servers normalise them away.
+    """
+    if location == SAME_AS_MANIFEST:
+        return None
+    if not location or location != location.strip():
+        return "empty or padded with spaces"
+    if "::" in location:
+        return "'::' chains URLs in fsspec; give one location per entry"
+    scheme, sep, rest = location.partition("://")
+    if not sep:
+        return None  # a local folder, resolved when the run reads the manifest
+    netloc, _, path = rest.partition("/")
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        return f"{scheme!r} is not a URL scheme"
+    if "@" in netloc:
+        return "credentials do not belong in a pipeline (it is journaled); use the environment"
+    if any(segment in (".", "..") for segment in unquote(path).split("/")):
+        return "a '.' or '..' segment"
+    bucket_name = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", netloc) and ".." not in netloc
+    if scheme == "s3" and not bucket_name:
+        return f"{netloc!r} is not a bucket name"
+    if scheme == "s3" and ("?" in path or "#" in path):
+        return "an S3 prefix here is a plain key prefix, without '?' or '#'"
+    return None
 
 
 def _exclusive(model: BaseModel, name: str, alias: str, unset: Any = None) -> None:

@@ -482,6 +482,8 @@ def test_athena_manifest(storage, put, input_type):
     config = ReaderConfig(
         input_type="MANIFEST", manifest_type="ATHENA_DATA", inner_input_type=input_type,
         csv_headers=("id", "name") if input_type == "CSV" else None,
+        # a local folder mirroring a bucket: the data sits beside the manifest's folder, not in it
+        allowed_locations=("SAME_AS_MANIFEST", storage),
     )  # fmt: skip
     reader = get_reader(config)
     shards = list(reader.plan_shards(manifest))

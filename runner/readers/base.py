@@ -10,19 +10,51 @@ A reader turns one source URL into a stream of item values. Implementers write t
 Everything else (``iter_items``) is built on those two, so a new reader is small.
 Readers never assign global item indices: the planner numbers items as it streams them,
 which keeps indices exact whatever the sharding.
+
+Limits every reader keeps, whatever the input (hostile files included):
+
+- Every failure is a :class:`~runner.errors.ReaderError` naming the file and a position.
+  Readers raise their own, with the line, item, byte or row; :meth:`ItemReader.iter_items` turns
+  anything else a parser lets escape (``RecursionError``, ``MemoryError``, ...) into one naming
+  the item being read, chained to the original.
+- Values nest at most :data:`MAX_NESTING_DEPTH` (512) containers deep, counted from the
+  document (JSON file, JSONL line, Parquet row) down. AWS documents no limit. Deeper data fails
+  the read before it is parsed: ijson's memory grows with the square of the depth (a 200 KB
+  file nested 100,000 deep takes 23 GB), and past about 1,000 levels Python's ``json`` and
+  ``pickle``, which carry every item to workers, results and the journal, give up. 512 leaves
+  room for the ``{"Items": [...]}`` envelope and the caller's own stack frames.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from runner.errors import SpecError
+import fsspec
 
-__all__ = ["ItemReader", "KeyedValue", "ReaderConfig", "Shard", "get_reader", "known_input_types"]
+from runner.errors import ReaderError, ShardmapError, SpecError
+from runner.spec import SAME_AS_MANIFEST
+
+__all__ = [
+    "MAX_NESTING_DEPTH",
+    "ItemReader",
+    "KeyedValue",
+    "ReaderConfig",
+    "Shard",
+    "get_reader",
+    "known_input_types",
+    "placed",
+]
+
+#: The deepest nesting of containers any reader accepts in an item (see the module docstring).
+MAX_NESTING_DEPTH = 512
+
+_FIRST = operator.itemgetter(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +80,8 @@ class ReaderConfig:
         None  # InputType of each object read under LOAD_AND_FLATTEN or ATHENA_DATA
     )
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Where the files a MANIFEST names may be (``AllowedLocations``; see runner.readers.manifest).
+    allowed_locations: tuple[str, ...] = (SAME_AS_MANIFEST,)
 
 
 @dataclass(frozen=True)
@@ -80,15 +114,55 @@ class ItemReader:
 
     # -- user API ----------------------------------------------------------------------
     def iter_items(self, url: str) -> Iterator[Any]:
-        """Every item value of ``url``, in source order, streaming."""
-        for shard in self.plan_shards(url):
-            yield from self.read_shard(shard)
+        """Every item value of ``url``, in source order, streaming.
+
+        Raises :class:`ReaderError` naming the file and a position for any failure: a parser
+        error that escaped its reader (a bug, but never an anonymous one) names the item being
+        read, counted from 0 in its file.
+        """
+        shard_url = url
+        counted = itertools.count()  # items of the current file so far: where a failure is
+        try:
+            for shard in self.plan_shards(url):
+                if shard.url != shard_url:
+                    shard_url, counted = shard.url, itertools.count()
+                # zip advances the counter only after an item came: counted in C, per item
+                yield from map(_FIRST, zip(self.read_shard(shard), counted, strict=False))
+        except ShardmapError:
+            raise
+        except Exception as exc:  # RecursionError, MemoryError, a parser's own exception
+            raise ReaderError(
+                shard_url, f"cannot read: {type(exc).__name__}: {exc}", f"item {next(counted)}"
+            ) from exc
 
     def source_name(self, url: str) -> str:
         """``$$.Map.Item.Source``: ``S3://bucket/key`` for a file (the URL itself locally)."""
         if url.startswith("s3://"):
             return "S3://" + url[len("s3://") :]
+        if url.startswith("s3key://"):  # an exact key (runner.readers.s3keys): name it as AWS does
+            from runner.readers.s3keys import split_object_url
+
+            return "S3://" + "/".join(split_object_url(url))
         return url
+
+
+# Keys are keys: an s3key:// URL (runner.readers.s3keys.object_url) names one object by its exact
+# key. Registered by name only, so s3fs is imported when such a URL is first opened.
+fsspec.register_implementation("s3key", "runner.readers.s3keys.ExactKeyS3FileSystem", clobber=True)
+
+
+def placed(error: ReaderError, position: str) -> ReaderError:
+    """``error`` at ``position`` when it names none (a ``.gz`` stream that breaks off knows no
+    line; its reader does). Missing or unreachable storage is not the data's: left as is.
+
+    >>> str(placed(ReaderError("a.csv.gz", "gzip data is corrupt"), "line 7"))
+    'a.csv.gz, line 7: gzip data is corrupt'
+    """
+    if error.position is not None or type(error) is not ReaderError:
+        return error
+    moved = ReaderError(error.url, error.reason, position)
+    moved.__cause__ = error.__cause__
+    return moved
 
 
 # InputType -> "module:Class". Sorted; imported on first use (fsspec's lazy registry).

@@ -23,7 +23,9 @@ not followed, so a link loop cannot hang a listing.
 
 With ``Transformation: LOAD_AND_FLATTEN`` each listed object (zero-byte ``.../`` folder keys
 skipped) is read with the reader of ``inner_input_type`` and its items are emitted in listing
-order; each object is one shard.
+order; each object is one shard. Objects are read by exact key (:mod:`runner.readers.s3keys`):
+a key such as ``a?versionId=x`` is that object, never version ``x`` of ``a``; a key no request
+can name exactly (a ``.`` or ``..`` segment) fails the read, naming the key.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ import os
 from collections.abc import Generator, Iterator, Mapping
 from typing import Any, ClassVar, Protocol
 
-from runner.errors import InputNotFound, ReaderError, SpecError
+from runner.errors import InputNotFound, ReaderError, SpecError, redact_url
 from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
+from runner.readers.s3keys import object_url, unsafe_key
 
 __all__ = ["ListingReader"]
 
@@ -115,6 +118,10 @@ class ListingReader(ItemReader):
                 if key.endswith("/") and size == 0:  # a console "folder", not data
                     continue
                 extra = {"listing": url, "key": key, "size": size}
+                problem = unsafe_key(key) if isinstance(lister, _S3Lister) else None
+                if problem:
+                    where = f"object {number}"
+                    raise ReaderError(url, f"key {key!r} cannot be read exactly: {problem}", where)
                 yield Shard(url=lister.object_url(key), number=number, extra=extra)
                 number += 1
 
@@ -145,7 +152,9 @@ class ListingReader(ItemReader):
                 self._client = _s3_client(self.config.storage_options)
             return _S3Lister(url, self._client, self.page_size)
         if "://" in url and not url.startswith("file://"):
-            rule = f"a listing needs s3://bucket[/prefix] or a local directory (got {url})"
+            rule = (
+                f"a listing needs s3://bucket[/prefix] or a local directory (got {redact_url(url)})"
+            )
             raise SpecError("ItemReader.Parameters", rule)
         return _LocalLister(url, self.page_size)
 
@@ -241,7 +250,8 @@ class _S3Lister:
         return entry["Size"]
 
     def object_url(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
+        # Keys are keys: s3fs would read s3://bucket/a?versionId=x as version x of object a.
+        return object_url(self.bucket, key)
 
 
 def _listing_item(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Everything that decides what may run lives here, in trusted configuration, never in an event:
 the pipelines a trigger may start (by name, from an allow-list of files inside
-``pipelines_dir``), their workers (registered names only, never ``module:function``), the
-destinations, the executors and the notification targets. See ``docs/triggers.md`` and
-``pipelines/triggers/example.yaml``.
+``pipelines_dir``), their workers (registered names only, never ``module:function``), where the
+files an uploaded manifest names may be (``manifest_locations``: ``s3://`` only; by default the
+watched bucket and prefix), the destinations, the executors and the notification targets. See
+``docs/triggers.md`` and ``pipelines/triggers/example.yaml``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner.errors import SpecError
-from runner.spec import MapSpec
+from runner.spec import SAME_AS_MANIFEST, MapSpec
 from runner.triggers.events import Limits
 from runner.triggers.patterns import validate
 
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 # A trigger's own fields, filled into its pattern when missing: the service only ever sees
 # S3 "Object Created" events, and the rule deployed to EventBridge must not match more.
 _S3_CREATED = {"source": ["aws.s3"], "detail-type": ["Object Created"]}
@@ -132,6 +134,22 @@ class Trigger(_Model):
     #: (the object is still in the run input, ``$.Bucket`` / ``$.Key``).
     source: Literal["object", "pipeline"] = "object"
     notify: tuple[str, ...] = ()
+    #: Where the data files a manifest (MANIFEST pipeline) names may be: ``s3://bucket[/prefix]``
+    #: key prefixes. Default: the watched bucket and prefix (``poll``'s bucket and prefix; with
+    #: ``sqs``, the uploaded object's bucket, narrowed to the key prefixes the pattern requires).
+    manifest_locations: tuple[str, ...] | None = None
+
+    @field_validator("manifest_locations")
+    @classmethod
+    def _s3_prefixes(cls, locations: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for location in locations or ():
+            bucket, _, prefix = location.removeprefix("s3://").partition("/")
+            if not location.startswith("s3://") or not _BUCKET.match(bucket) or ".." in bucket:
+                raise ValueError(f"{location!r}: give s3://bucket[/prefix] (s3:// only)")
+            problem = _prefix_problem(prefix)
+            if problem:
+                raise ValueError(f"{location!r}: {problem}")
+        return locations
 
     @field_validator("pattern")
     @classmethod
@@ -152,6 +170,15 @@ class Trigger(_Model):
 
     def pipelines(self) -> tuple[str, ...]:
         return (self.pipeline,) if self.pipeline else self.allowed_pipelines
+
+    def manifest_scope(self, bucket: str, source: SourceConfig) -> tuple[str, ...]:
+        """The AllowedLocations of this trigger's runs for an object uploaded to ``bucket``."""
+        if self.manifest_locations is not None:
+            return self.manifest_locations
+        if source.poll is not None:
+            return (f"s3://{source.poll.bucket}/{source.poll.prefix}",)
+        prefixes = _key_prefixes(self.pattern) or ("",)
+        return tuple(f"s3://{bucket}/{prefix}" for prefix in prefixes)
 
     def pipeline_for(self, key: str) -> str | None:
         """The pipeline name this trigger starts for ``key``; None when the key names none of
@@ -237,8 +264,48 @@ class TriggerConfig(_Model):
                         raise SpecError(f"pipelines.{name}.{field}", str(exc)) from None
             if spec.worker is None:
                 raise SpecError(f"pipelines.{name}.Worker", "a triggered pipeline needs a worker")
+            if spec.allowed_locations != (SAME_AS_MANIFEST,):
+                raise SpecError(
+                    f"pipelines.{name}.AllowedLocations",
+                    "a triggered run reads what its trigger allows: set manifest_locations on "
+                    "the trigger instead",
+                )
             specs[name] = spec
         return specs
+
+
+def _prefix_problem(prefix: str) -> str | None:
+    if any(segment in (".", "..") for segment in prefix.split("/")):
+        return "a '.' or '..' segment"
+    if "::" in prefix or "?" in prefix or "#" in prefix:
+        return "a key prefix here is plain, without '::', '?' or '#'"
+    if any(not char.isprintable() for char in prefix):
+        return "a control character"
+    return None
+
+
+def _key_prefixes(pattern: dict[str, Any]) -> tuple[str, ...]:
+    """The key prefixes ``pattern`` requires (``prefix``, or a ``wildcard`` up to its first
+    ``*``); empty when it does not pin one down (the whole bucket is then the watched scope)."""
+    detail = pattern.get("detail")
+    obj = detail.get("object") if isinstance(detail, dict) else None
+    conditions = obj.get("key") if isinstance(obj, dict) else None
+    if not isinstance(conditions, list) or not conditions or "$or" in pattern:
+        return ()
+    prefixes = []
+    for condition in conditions:
+        if isinstance(condition, dict) and isinstance(condition.get("prefix"), str):
+            prefixes.append(condition["prefix"])
+        elif isinstance(condition, dict) and isinstance(condition.get("wildcard"), str):
+            literal = condition["wildcard"].split("*", 1)[0]
+            if "\\" in literal:  # an escaped '*' or '\': not worth decoding for a default
+                return ()
+            prefixes.append(literal)
+        else:  # an exact key, anything-but, ...: no common prefix to narrow to
+            return ()
+    if any(_prefix_problem(prefix) for prefix in prefixes):
+        return ()
+    return tuple(dict.fromkeys(prefixes))
 
 
 def load_config(path: str | Path) -> TriggerConfig:

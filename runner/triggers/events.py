@@ -12,11 +12,12 @@ Three shapes come in through a queue, and one from the poller:
 
 Everything an event carries is untrusted. It is checked here, once, before anything else sees
 it: the message size (before parsing), JSON that parses, field types, the bucket name, the key
-(no ``..`` segment, not absolute, no control or format characters, at most ``max_key_bytes``),
-etag, version id and sequencer (short and printable). What fails is refused with a log line
-naming the reason and the message; nothing from it starts a run. The key never becomes a path on
-this machine: a run reads ``s3://bucket/key`` through fsspec, and results go under the
-trigger's fixed destination, named by the run id.
+(no ``.`` or ``..`` segment, not absolute, no control or format characters, at most
+``max_key_bytes``), etag, version id and sequencer (short and printable). What fails is refused
+with a log line naming the reason and the message; nothing from it starts a run. The key never
+becomes a path on this machine, nor is it parsed as a URL: a run reads exactly that key
+(:func:`runner.readers.s3keys.object_url`: ``a?versionId=x`` is that object, not a version of
+``a``), and results go under the trigger's fixed destination, named by the run id.
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ class ObjectCreated:
 
     @property
     def url(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+        """The URL a run reads this object by: its exact key, never parsed (see s3keys)."""
+        from runner.readers.s3keys import object_url
+
+        return object_url(self.bucket, self.key)
 
     def run_id(self, trigger: str) -> str:
         """The run this trigger starts for this version: the same after any restart."""
@@ -203,8 +207,9 @@ def check_key(key: Any, max_key_bytes: int = 1024) -> str:
             raise Refused(f"{shown}: control or format character U+{ord(char):04X}")
     if key.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", key):
         raise Refused(f"{shown}: an absolute path")
-    if ".." in re.split(r"[/\\]", key):
-        raise Refused(f"{shown}: a '..' segment")
+    for segment in (".", ".."):  # servers normalise them: no request names such a key exactly
+        if segment in re.split(r"[/\\]", key):
+            raise Refused(f"{shown}: a {segment!r} segment")
     return key
 
 

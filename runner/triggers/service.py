@@ -18,6 +18,9 @@
   receiving; SQS keeps the rest.
 - **SIGTERM/SIGINT** stop receiving, let running runs finish and leave waiting claims for the
   next start.
+- **Scope.** A run reads the uploaded object by its exact key, and a manifest pipeline reads
+  only files inside the trigger's ``manifest_locations`` (default: the watched bucket and
+  prefix); anything else the manifest names fails the run (States.ItemReaderFailed) unread.
 """
 
 from __future__ import annotations
@@ -369,6 +372,11 @@ class TriggerService:
                 Path(f"{path}{extra}").unlink(missing_ok=True)
         self._ledger.running(claim.run_id)
         obj = claim.object
+        if spec.input_type == "MANIFEST":
+            # What an uploaded manifest names stays inside what this trigger watches (or its
+            # manifest_locations): never local files, never another bucket by default.
+            scope = trigger.manifest_scope(obj.bucket, self.config.source)
+            spec = spec.replace(allowed_locations=scope)
         return engine.run(
             spec,
             run_input=obj.run_input(trigger.name),
