@@ -331,8 +331,13 @@ def _parquet_rows(reader: Any, piece: Piece) -> list[Any]:
             while len(_groups) > _GROUPS_KEPT:
                 _groups.popitem(last=False)
     rows: list[Any] = []
+    row_group, first_row = piece.shard.start or 0, piece.skip
     for batch in table.slice(piece.skip, piece.take).to_batches():
-        rows.extend(to_json_rows(batch))
+        # errors name the file, row group and row, as a driver-side read does
+        rows.extend(
+            to_json_rows(batch, url=piece.shard.url, row_group=row_group, first_row=first_row)
+        )
+        first_row += batch.num_rows
     return rows
 
 

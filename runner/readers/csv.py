@@ -39,7 +39,7 @@ from typing import IO, Protocol
 
 from runner.errors import ReaderError, SpecError
 from runner.readers._io import open_binary
-from runner.readers.base import ItemReader, ReaderConfig, Shard
+from runner.readers.base import ItemReader, ReaderConfig, Shard, placed
 
 __all__ = ["DUPLICATE_HEADERS", "CsvReader"]
 
@@ -85,11 +85,15 @@ class CsvReader(ItemReader):
         url = shard.url
         if self._given is not None:
             _check_unique(self._given, url, position=None)
-        with open_binary(url, self.config.storage_options) as raw:
-            rows = csv.reader(_physical_lines(raw, url), delimiter=self._delimiter, strict=True)
-            headers = self._given if self._given is not None else _header_row(rows, url)
-            if headers:
-                yield from _items(rows, headers, url)
+        rows: _Rows | None = None
+        try:
+            with open_binary(url, self.config.storage_options) as raw:
+                rows = csv.reader(_physical_lines(raw, url), delimiter=self._delimiter, strict=True)
+                headers = self._given if self._given is not None else _header_row(rows, url)
+                if headers:
+                    yield from _items(rows, headers, url)
+        except ReaderError as exc:  # a broken .gz: the line the parser was on
+            raise placed(exc, f"line {rows.line_num + 1 if rows else 1}") from exc.__cause__
 
 
 def _delimiter(name: str) -> str:

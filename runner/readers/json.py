@@ -16,6 +16,10 @@ shardmap's choices where AWS documents nothing:
 - Errors name the item being read (``item 40``, counted from 0) or, outside the items, the block of
   bytes the parser was in (``bytes 65536-131072``); the reason quotes yajl's message and context.
 - A UTF-8 byte-order mark at the start is ignored.
+- Containers nested deeper than :data:`~runner.readers.base.MAX_NESTING_DEPTH` (512, counted from
+  the document's root) fail the read at the byte where the limit is passed, after the items before
+  it were produced. :class:`JsonDepth` watches the bytes on their way to the parser; it costs a
+  few percent of a read, where ijson's memory grows with the square of the depth.
 """
 
 from __future__ import annotations
@@ -30,9 +34,23 @@ import ijson
 
 from runner.errors import ReaderError, SpecError
 from runner.readers._io import open_binary
-from runner.readers.base import ItemReader, KeyedValue, ReaderConfig, Shard
+from runner.readers.base import (
+    MAX_NESTING_DEPTH,
+    ItemReader,
+    KeyedValue,
+    ReaderConfig,
+    Shard,
+    placed,
+)
 
-__all__ = ["JsonReader", "pointer_tokens"]
+__all__ = [
+    "DepthLimitedFile",
+    "JsonDepth",
+    "JsonReader",
+    "check_depth",
+    "pointer_tokens",
+    "too_deep",
+]
 
 # The fastest backend ijson found (yajl2_c when its wheel is installed, as the project pins).
 _IJSON = ijson.get_backend(ijson.backend_name)
@@ -51,6 +69,7 @@ _TYPE_NAMES = {
     "null": "null",
 }
 _ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")  # RFC 6901: no sign, no leading zeros
+_PREMATURE_EOF = "premature EOF"  # yajl's words for a document that stops early
 
 
 class JsonReader(ItemReader):
@@ -69,17 +88,22 @@ class JsonReader(ItemReader):
 
     def read_shard(self, shard: Shard) -> Iterator[Any]:
         """The items of ``shard.url``: values of an array, :class:`KeyedValue` of an object."""
-        with open_binary(shard.url, self.config.storage_options) as raw:
-            source = _Source(raw)
-            first = source.first_byte()
-            if not first:
-                raise ReaderError(
-                    shard.url, "JSON file is empty; it must hold an array or an object"
-                )
-            if self._tokens:
-                yield from _pointed_items(source, shard.url, self.config.items_pointer or "")
-            else:
-                yield from _root_items(source, first, shard.url)
+        source: _Source | None = None
+        try:
+            with open_binary(shard.url, self.config.storage_options) as raw:
+                source = _Source(raw)
+                first = source.first_byte()
+                if not first:
+                    raise ReaderError(
+                        shard.url, "JSON file is empty; it must hold an array or an object",
+                        f"byte {source.window[0]}",
+                    )  # fmt: skip
+                if self._tokens:
+                    yield from _pointed_items(source, shard.url, self.config.items_pointer or "")
+                else:
+                    yield from _root_items(source, first, shard.url)
+        except ReaderError as exc:  # a broken .gz knows no position: the block being read
+            raise placed(exc, _bytes(source) if source else "byte 0") from exc.__cause__
 
 
 def pointer_tokens(pointer: str | None) -> tuple[str, ...]:
@@ -103,13 +127,170 @@ def pointer_tokens(pointer: str | None) -> tuple[str, ...]:
     return tuple(token.replace("~1", "/").replace("~0", "~") for token in tokens)
 
 
+class JsonDepth:
+    """The nesting depth of a JSON text fed block by block, found without parsing it.
+
+    :meth:`feed` returns the offset, in the block, of the first ``[`` or ``{`` that opens a
+    container deeper than ``limit`` (counted from the root: ``[[1]]`` is 2 deep), or ``None``.
+    Exact for valid JSON, whatever the block boundaries; for invalid JSON the parser fails at
+    or before the damage anyway. The work is done by ``bytes`` methods in C: escapes and
+    strings are dropped, the brackets left are counted, and only a block that could pass the
+    limit is walked bracket by bracket.
+
+    >>> depth = JsonDepth(limit=3)
+    >>> depth.feed(b'[["[[[", [') is None, depth.feed(b'1, [2]]]')
+    (True, 3)
+    """
+
+    def __init__(self, limit: int = MAX_NESTING_DEPTH) -> None:
+        self.limit = limit
+        self.depth = 0  # containers open at the end of the bytes fed so far
+        self.in_string = False
+        self.escaped = False  # the last byte fed was a backslash escaping the next one
+
+    def feed(self, data: bytes) -> int | None:
+        """Account for ``data``; the offset in it of the first container past the limit."""
+        before = (self.depth, self.in_string, self.escaped)
+        text = self._unescaped(data[1:] if self.escaped else data)
+        marks = text.translate(None, _NOT_STRUCTURE)
+        if self.in_string:
+            marks = b'"' + marks
+        # Dropping two adjacent quotes changes no byte's in-string parity: empty strings, and
+        # the close and open of strings holding no brackets, all go in one C pass.
+        marks = marks.replace(b'""', b"")
+        if b'"' in marks:
+            parts = marks.split(b'"')
+            self.in_string = len(parts) % 2 == 0
+            marks = b"".join(parts[::2])
+        else:
+            self.in_string = False
+        opened = marks.count(b"[") + marks.count(b"{")
+        start = self.depth
+        self.depth = start + 2 * opened - len(marks)
+        if start + opened <= self.limit:
+            return None
+        # Dropping innermost pairs lowers the peak by at most two (one per replace): a cheap
+        # bound first, the exact walk only when the bound cannot rule the limit out.
+        inner = marks.replace(b"[]", b"").replace(b"{}", b"")
+        peak = max(itertools.accumulate(map(_STEP.__getitem__, inner), initial=start))
+        if peak + 2 <= self.limit:
+            return None
+        return self._walk(data, before)
+
+    def _unescaped(self, data: bytes) -> bytes:
+        """``data`` without its escaped quotes and backslashes; sets ``escaped`` for the next.
+
+        In valid JSON a backslash only escapes, inside a string, and only ``\\"`` and ``\\\\``
+        escape a byte that matters here. Backslashes are rare, so they are found one by one
+        (each search in C); text full of them is unescaped with two ``replace`` passes instead.
+        """
+        self.escaped = False
+        found = data.find(b"\\")
+        if found < 0:
+            return data
+        pieces: list[bytes] = []
+        start = 0
+        for _ in range(_FEW_ESCAPES):
+            if found == len(data) - 1:  # it escapes the first byte of the next block
+                self.escaped = True
+                break
+            if data[found + 1] in _ESCAPED_MARKS:
+                pieces.append(data[start:found])
+                start = found + 2
+            found = data.find(b"\\", found + 2)  # the byte after a backslash is escaped
+            if found < 0:
+                break
+        else:  # many escapes: pair every backslash left to right, in C
+            rest = data[start:].replace(b"\\\\", b"")
+            self.escaped = rest.endswith(b"\\")
+            pieces.append(rest.replace(b'\\"', b""))
+            return b"".join(pieces)
+        if not pieces:
+            return data
+        pieces.append(data[start:])
+        return b"".join(pieces)
+
+    def _walk(self, data: bytes, before: tuple[int, bool, bool]) -> int | None:
+        """Byte by byte from the state before ``data``: exact, and only run near the limit."""
+        depth, in_string, escaped = before
+        for offset, byte in enumerate(data):
+            if escaped:
+                escaped = False
+            elif in_string:
+                if byte == _BACKSLASH:
+                    escaped = True
+                elif byte == _QUOTE:
+                    in_string = False
+            elif byte == _QUOTE:
+                in_string = True
+            elif byte in _OPENERS:
+                depth += 1
+                if depth > self.limit:
+                    return offset
+            elif byte in _CLOSERS:
+                depth -= 1
+        self.depth, self.in_string, self.escaped = depth, in_string, escaped
+        return None
+
+
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_ESCAPED_MARKS = frozenset(b'"\\')  # escaped, these two would change how quotes pair
+_FEW_ESCAPES = 64  # backslashes searched one by one in a block before pairing them in bulk
+_STEP = [0] * 256  # how a byte moves the depth
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+_BACKSLASH, _QUOTE = ord("\\"), ord('"')
+_OPENERS, _CLOSERS = frozenset(b"[{"), frozenset(b"]}")
+
+
+def too_deep(url: str, offset: int, position: str | None = None) -> ReaderError:
+    """The error for a container opened past the limit at byte ``offset`` (counted from 0)."""
+    reason = f"JSON nested deeper than {MAX_NESTING_DEPTH} levels at byte {offset}"
+    return ReaderError(url, reason, position or f"byte {offset}")
+
+
+def check_depth(url: str, data: bytes) -> None:
+    """Raise :class:`ReaderError` if the JSON text ``data`` nests past the limit.
+
+    For documents read whole (manifests) before :func:`json.loads`, whose C decoder recurses.
+
+    >>> check_depth("manifest.json", b'{"files": [[[]]]}')
+    """
+    offset = JsonDepth().feed(data)
+    if offset is not None:
+        raise too_deep(url, offset)
+
+
+class DepthLimitedFile:
+    """A binary file that raises :class:`ReaderError` (naming ``url`` and the byte) as soon as
+    the JSON read through it nests past the limit: wrap what a streaming parser reads."""
+
+    def __init__(self, raw: IO[bytes], url: str) -> None:
+        self._raw = raw
+        self._url = url
+        self._depth = JsonDepth()
+        self._offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        cut = self._depth.feed(data) if data else None
+        if cut is not None:
+            raise too_deep(self._url, self._offset + cut)
+        self._offset += len(data)
+        return data
+
+
 class _Source:
-    """The byte stream ijson reads: drops a BOM, peeks the first value byte, tracks position."""
+    """The byte stream ijson reads: drops a BOM, peeks the first value byte, tracks position,
+    and stops at the first container nested past the limit (``too_deep`` is then its offset:
+    the parser, seeing the document end early, reports a premature EOF)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._head = b""  # bytes peeked but not yet handed to the parser
         self.window = (0, 0)  # byte range of the last block handed out
+        self._depth = JsonDepth()
+        self.too_deep: int | None = None
 
     def first_byte(self) -> bytes:
         """The first byte that is not whitespace (``b""`` for an empty document). Call first."""
@@ -126,12 +307,17 @@ class _Source:
     def read(self, size: int) -> bytes:
         if size == 0:  # ijson probes read(0) to tell bytes from text
             return b""
+        if self.too_deep is not None:
+            return b""
         if self._head:
             data, self._head = self._head, b""
         else:
             data = self._raw.read(size)
         if data:  # at the end, keep the last block: that is where a truncated file broke off
             end = self.window[1]
+            cut = self._depth.feed(data)
+            if cut is not None:
+                self.too_deep, data = end + cut, data[:cut]
             self.window = (end, end + len(data))
         return data
 
@@ -145,7 +331,9 @@ def _root_items(source: _Source, first: bytes, url: str) -> Iterator[Any]:
         yield from _guarded(map(_keyed, pairs), source, url)
     else:
         found = _TYPE_NAMES[_first_event(source, url)[1]]
-        raise ReaderError(url, f"JSON file must hold an array or an object, found {found}")
+        raise ReaderError(
+            url, f"JSON file must hold an array or an object, found {found}", _bytes(source)
+        )
 
 
 def _pointed_items(source: _Source, url: str, pointer: str) -> Iterator[Any]:
@@ -154,9 +342,11 @@ def _pointed_items(source: _Source, url: str, pointer: str) -> Iterator[Any]:
     try:
         prefix, event = _seek(events, pointer)
     except ijson.JSONError as exc:
-        raise _invalid(url, exc, _bytes(source)) from exc
+        raise _failure(url, exc, source, _bytes(source)) from exc
     except _Missing as exc:
-        raise ReaderError(url, f"ItemsPointer {pointer!r} does not exist: {exc}") from None
+        raise ReaderError(
+            url, f"ItemsPointer {pointer!r} does not exist: {exc}", _bytes(source)
+        ) from None
     if event == "start_array":
         build, end = _IJSON.items_basecoro, "end_array"
         # The prefix of an element: ijson joins path segments with "." and names elements "item".
@@ -167,13 +357,15 @@ def _pointed_items(source: _Source, url: str, pointer: str) -> Iterator[Any]:
     else:
         found = _TYPE_NAMES[event]
         raise ReaderError(
-            url, f"ItemsPointer {pointer!r} must point to an array or an object, found {found}"
+            url,
+            f"ItemsPointer {pointer!r} must point to an array or an object, found {found}",
+            _bytes(source),
         )
     yield from _guarded(items, source, url)
     try:
         deque(events, maxlen=0)  # the rest of the document must parse too
     except ijson.JSONError as exc:
-        raise _invalid(url, exc, _bytes(source)) from exc
+        raise _failure(url, exc, source, _bytes(source)) from exc
 
 
 def _pump(
@@ -265,7 +457,7 @@ def _first_event(source: _Source, url: str) -> tuple[str, str, Any]:
         first: tuple[str, str, Any] = next(_IJSON.parse(source, use_float=True, buf_size=_BUF_SIZE))
         return first
     except ijson.JSONError as exc:
-        raise _invalid(url, exc, _bytes(source)) from exc
+        raise _failure(url, exc, source, _bytes(source)) from exc
 
 
 def _guarded(items: Iterator[Any], source: _Source, url: str) -> Iterator[Any]:
@@ -275,7 +467,7 @@ def _guarded(items: Iterator[Any], source: _Source, url: str) -> Iterator[Any]:
         for count, item in enumerate(items, start=1):  # noqa: B007 - count is read after the loop
             yield item
     except ijson.JSONError as exc:
-        raise _invalid(url, exc, f"item {count}", _bytes(source)) from exc
+        raise _failure(url, exc, source, f"item {count}", _bytes(source)) from exc
 
 
 def _keyed(pair: tuple[str, Any]) -> KeyedValue:
@@ -287,12 +479,25 @@ def _bytes(source: _Source) -> str:
     return f"bytes {start}-{end}"
 
 
-def _invalid(url: str, exc: Exception, position: str, where: str | None = None) -> ReaderError:
-    """yajl's multi-line message, made one line: ``parse error: ... near '<context>'``."""
+def _failure(
+    url: str, exc: Exception, source: _Source, position: str, where: str | None = None
+) -> ReaderError:
+    """The error for a parse that stopped: the depth limit when that is what cut it short."""
+    if source.too_deep is not None and _PREMATURE_EOF in _message(exc):
+        return too_deep(url, source.too_deep, position)
+    return _invalid(url, exc, position, where)
+
+
+def _message(exc: Exception) -> str:
     message = exc.args[0] if exc.args else str(exc)
     if isinstance(message, bytes):  # yajl2_c reports invalid UTF-8 as bytes
         message = message.decode("utf-8", "replace")
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return str(message)
+
+
+def _invalid(url: str, exc: Exception, position: str, where: str | None = None) -> ReaderError:
+    """yajl's multi-line message, made one line: ``parse error: ... near '<context>'``."""
+    lines = [line.strip() for line in _message(exc).splitlines() if line.strip()]
     reason = "invalid JSON: " + (lines[0] if lines else type(exc).__name__)
     if len(lines) > 1 and not lines[1].startswith("(right here)"):
         reason += f" near {lines[1]!r}"

@@ -44,7 +44,7 @@ from runner.errors import ReaderError
 from runner.readers import csv as csv_items
 from runner.readers import jsonl as jsonl_items
 from runner.readers._io import compression_of, open_binary
-from runner.readers.base import ItemReader, Shard
+from runner.readers.base import MAX_NESTING_DEPTH, ItemReader, Shard
 from runner.readers.csv import CsvReader
 from runner.readers.jsonl import JsonlReader
 
@@ -441,7 +441,10 @@ def _jsonl_items(
     """
     if not validate:  # blank is what bytes.strip() empties: jsonl.py's isspace()
         return list(itertools.compress(itertools.count(), map(bytes.strip, texts))), None
+    deep = jsonl_items.deepest_line(texts)  # before any decoding: the C scanner recurses
     try:
+        if deep is not None:
+            raise ValueError("a line nests too deep: find it below")
         lines = data.decode().split("\n")
         if data.endswith(b"\n"):
             lines.pop()
@@ -449,16 +452,20 @@ def _jsonl_items(
         values = list(filter(None, stripped))
         if list(map(_END, map(_SCAN, values, itertools.repeat(0)))) == list(map(len, values)):
             return list(itertools.compress(itertools.count(), stripped)), None
-    except ValueError:  # not UTF-8, not JSON, or NaN refused: find the line below
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, NaN, too deep: find it below
         pass
     items: list[int] = []
     for number, line in enumerate(texts):
+        if deep is not None and number == deep[0]:
+            return items, (jsonl_items.too_deep(url, 0, line, deep[1]).reason, number)
         try:
             jsonl_items._decode(line.decode())
         except ValueError as exc:
             if not line or line.isspace():
                 continue
             return items, (jsonl_items._invalid(url, 0, exc).reason, number)
+        except (RecursionError, MemoryError) as exc:  # as jsonl.py words it
+            return items, (f"cannot decode: {type(exc).__name__}: {exc}", number)
         items.append(number)
     return items, None
 
@@ -907,12 +914,18 @@ def _read_jsonl(chunks: Iterator[bytes], url: str, skip: int, take: int, line: i
                     if text and not text.isspace():  # an item (or a bad line: still a record)
                         skip -= 1
                     continue
+                if len(text) > MAX_NESTING_DEPTH and (deep := jsonl_items.deepest_line([text])):
+                    raise jsonl_items.too_deep(url, number, text, deep[1])
                 try:
                     value = jsonl_items._decode(text.decode())
                 except ValueError as exc:
                     if not text or text.isspace():
                         continue
                     raise jsonl_items._invalid(url, number, exc) from exc
+                except (RecursionError, MemoryError) as exc:  # as jsonl.py words it
+                    raise ReaderError(
+                        url, f"cannot decode: {type(exc).__name__}: {exc}", f"line {number}"
+                    ) from exc
                 items.append(value)
                 if len(items) == take:
                     return items
