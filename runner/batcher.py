@@ -77,31 +77,27 @@ class ReadGuard:
     A reader that fails mid-file has already handed over some items of the batch being cut.
     Raised inside a batcher, the error would take those items with it: they would be in no
     result file and not in the total. Behind a guard the batcher ends normally, emits the
-    partial batch, and :meth:`check` then raises :class:`UnfinishedBatch` carrying it, so the
-    run records those items PENDING (they never ran) and fails with the reader's error.
+    partial batch, and :meth:`guarded` then raises :class:`UnfinishedBatch` carrying it, so
+    the run records those items PENDING (they never ran) and fails with the reader's error.
+
+    >>> guard = ReadGuard(iter([1, 2, 3]))
+    >>> list(guard.items), guard.error
+    ([1, 2, 3], None)
     """
 
     def __init__(self, values: Iterable[Any]) -> None:
-        self._values = iter(values)
         self.error: BaseException | None = None
+        self.items: Iterator[Any] = self._guard(values)
 
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        if self.error is not None:
-            raise StopIteration
+    def _guard(self, values: Iterable[Any]) -> Iterator[Any]:
         try:
-            return next(self._values)
-        except StopIteration:
-            raise
+            yield from values  # delegated by the interpreter: no Python call per item
         except Exception as exc:
             self.error = exc
-            raise StopIteration from None
 
     def guarded(self, batches: Iterable[Batch]) -> Iterator[Batch]:
-        """``batches`` cut from this guard's items; the batch cut after a read error (if any)
-        is not yielded but raised with the error (:class:`UnfinishedBatch`)."""
+        """``batches`` cut from :attr:`items`; the batch cut after a read error (if any) is not
+        yielded but raised with the error (:class:`UnfinishedBatch`)."""
         for batch in batches:
             if self.error is not None:
                 raise UnfinishedBatch(self.error, batch)

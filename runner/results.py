@@ -30,6 +30,7 @@ Choices where AWS documents nothing:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import posixpath
 import re
@@ -41,7 +42,10 @@ from typing import IO, TYPE_CHECKING, Any
 import ijson
 from fsspec.core import url_to_fs
 
-from runner.errors import InputNotFound, ReaderError, SpecError, WriterError
+from runner.errors import InputNotFound, ReaderError, SpecError, WriterError, storage_error
+from runner.readers.base import MAX_NESTING_DEPTH
+from runner.readers.json import DepthLimitedFile, JsonDepth, check_depth
+from runner.readers.jsonl import deepest_line, too_deep
 from runner.types import BatchStatus, ChildRecord
 
 if TYPE_CHECKING:  # pandas costs half a second to import; only loaders need it
@@ -177,8 +181,14 @@ class ResultWriter:
     Notes
     -----
     Records are written as they arrive, never kept. Leaving a ``with`` block by an exception
-    closes the files without a manifest (no manifest means incomplete results); call
+    discards the open files without a manifest (no manifest means incomplete results); call
     :meth:`close` yourself to publish the results of a failed run, as AWS does.
+
+    Any failure while writing or closing (a storage error, or any ``BaseException`` such as
+    ``KeyboardInterrupt``) aborts the writer: every file it opened and did not finish is
+    discarded at once, so no half-written upload is left to commit later (an s3fs file left
+    open commits from ``__del__``, which at interpreter exit waits for ever on fsspec's
+    stopped event loop). An aborted writer refuses further writes with :class:`WriterError`.
 
     Examples
     --------
@@ -215,6 +225,9 @@ class ResultWriter:
         self._bucket, self._key_prefix = _bucket_and_prefix(self._fs, root, self.dest_url)
         self._series = {kind: _FileSeries(self, kind) for kind in RESULT_TYPES}
         self._dirs_made = False
+        # Every file opened and not yet closed, by path: what abort() must discard.
+        self._open_files: dict[str, IO[bytes]] = {}
+        self._failure: BaseException | None = None  # why the writer was aborted
         self.details: ResultWriterDetails | None = None
 
     def __enter__(self) -> ResultWriter:
@@ -224,7 +237,7 @@ class ResultWriter:
         if exc_type is None:
             self.close()
         else:
-            self.abort()
+            self.abort(exc if isinstance(exc, BaseException) else None)
 
     def write(self, record: ChildRecord) -> None:
         """Append one finished (or never started) child record to its result file.
@@ -235,12 +248,19 @@ class ResultWriter:
         """
         if self.details is not None:
             raise ValueError("ResultWriter is closed")
+        self._check_not_aborted()
         status = BatchStatus(record.status)
         if status not in _RESULT_TYPE:
             raise ValueError(f"child {record.name} is {status}; only finished or pending children")
         kind = _RESULT_TYPE[status]
-        for value in self._values_of(record, kind):
-            self._series[kind].add(_dump_value(value, record.name))
+        # Encoded first: a value JSON cannot hold fails its record before any byte is written.
+        payloads = [_dump_value(value, record.name) for value in self._values_of(record, kind)]
+        try:
+            for payload in payloads:
+                self._series[kind].add(payload)
+        except BaseException as exc:
+            self.abort(exc)
+            raise
 
     def close(self) -> ResultWriterDetails:
         """Finish every result file, then write ``manifest.json``; idempotent.
@@ -252,9 +272,14 @@ class ResultWriter:
         """
         if self.details is not None:
             return self.details
-        for series in self._series.values():
-            series.finish()
-        self._write_manifest()
+        self._check_not_aborted()
+        try:
+            for series in self._series.values():
+                series.finish()
+            self._write_manifest()
+        except BaseException as exc:  # the other files must not stay open (see Notes)
+            self.abort(exc)
+            raise
         self.details = ResultWriterDetails(
             bucket=self._bucket,
             key=self._key("manifest.json"),
@@ -263,10 +288,24 @@ class ResultWriter:
         )
         return self.details
 
-    def abort(self) -> None:
-        """Close open result files without publishing a manifest (best effort)."""
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Discard every result file still open, publishing no manifest; idempotent.
+
+        Nothing buffered is uploaded: an object-store file is dropped (s3fs also aborts a
+        multipart upload it began), a file written in place (local, memory) is closed and
+        removed. Files already finished stay, unlisted. Never raises for a storage failure:
+        the failure that led here matters more. After a successful :meth:`close` it does
+        nothing.
+        """
+        if self.details is not None:
+            return
+        if self._failure is None:
+            self._failure = reason or WriterError(f"{self.run_url}: the writer was aborted")
+        open_files, self._open_files = self._open_files, {}
         for series in self._series.values():
-            series.discard()
+            series.forget()
+        for path, handle in open_files.items():
+            _discard(self._fs, path, handle)
 
     # -- internals -------------------------------------------------------------------------
     def _values_of(self, record: ChildRecord, kind: str) -> list[Any]:
@@ -280,13 +319,29 @@ class ResultWriter:
     def _key(self, name: str) -> str:
         return posixpath.join(self._key_prefix, self.map_run_id, name)
 
+    def _check_not_aborted(self) -> None:
+        if self._failure is not None:
+            failure = self._failure
+            raise WriterError(
+                f"{self.run_url}: no results were published: the writer was aborted after "
+                f"{type(failure).__name__}: {failure}"
+            ) from failure
+
     def _open(self, name: str) -> IO[bytes]:
         path = posixpath.join(self._run_path, name)
         with _storage(f"{self.run_url}/{name}", "create"):
             if not self._dirs_made and _is_local(self._fs):
                 self._fs.makedirs(self._run_path, exist_ok=True)  # object stores need no dirs
                 self._dirs_made = True
-            return self._fs.open(path, "wb")
+            handle = self._fs.open(path, "wb")
+        self._open_files[path] = handle
+        return handle
+
+    def _close(self, name: str, handle: IO[bytes]) -> None:
+        """Finish one file; until this returns, abort() still owns (and would discard) it."""
+        with _storage(f"{self.run_url}/{name}", "finish"):
+            handle.close()
+        self._open_files.pop(posixpath.join(self._run_path, name), None)
 
     def _write_manifest(self) -> None:
         manifest = {
@@ -299,8 +354,9 @@ class ResultWriter:
         }
         body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
         handle = self._open("manifest.json")
-        with _storage(f"{self.run_url}/manifest.json", "write"), handle:
+        with _storage(f"{self.run_url}/manifest.json", "write"):
             handle.write(body)
+        self._close("manifest.json", handle)
 
 
 class _FileSeries:
@@ -329,17 +385,13 @@ class _FileSeries:
         if self._handle is None:
             return
         self._put(self._tail)
-        with _storage(self._url, "finish"):
-            self._handle.close()
+        self.writer._close(self._name, self._handle)
         self.files.append((self._name, self._size))
         self._handle = None
 
-    def discard(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            with contextlib.suppress(Exception):  # aborting: the original error matters more
-                getattr(handle, "discard", lambda: None)()
-                handle.close()
+    def forget(self) -> None:
+        """The writer discarded the open file (abort): start afresh, never touch it again."""
+        self._handle = None
 
     @property
     def _url(self) -> str:
@@ -396,13 +448,33 @@ def _is_local(fs: Any) -> bool:
 
 @contextlib.contextmanager
 def _storage(url: str, action: str) -> Iterator[None]:
-    """Turn any storage failure into :class:`WriterError` naming the URL."""
+    """Turn any storage failure into :class:`WriterError` naming the URL and the reason."""
     try:
         yield
     except WriterError:
         raise
     except Exception as exc:  # fsspec backends raise OSError, botocore and aiohttp errors alike
-        raise WriterError(f"{url}: cannot {action}: {exc}") from exc
+        raise storage_error(exc, f"{url}: cannot {action}", writing=True) from exc
+
+
+def _discard(fs: Any, path: str, handle: IO[bytes]) -> None:
+    """Drop a result file that will never be published, without committing it."""
+    from fsspec.spec import AbstractBufferedFile
+
+    if isinstance(handle, AbstractBufferedFile):
+        # Buffered until close (s3fs, gcsfs): closing would upload it, a commit that blocks
+        # on an unreachable store. discard() drops the buffer (and aborts a multipart upload
+        # already begun); marked closed, neither close() nor __del__ commits it later.
+        with contextlib.suppress(Exception):
+            handle.discard()
+        handle.closed = True
+        return
+    # Written in place (local files, memory): the partial file exists already; remove it.
+    with contextlib.suppress(Exception):
+        handle.close()
+    with contextlib.suppress(Exception):
+        if fs.exists(path):
+            fs.rm(path)
 
 
 def _none_record(record: ChildRecord) -> dict[str, Any]:
@@ -488,6 +560,9 @@ _COLUMNS = (
     "stop_date",
 )
 _RECORD_KEYS = frozenset({"ExecutionArn", "StateMachineArn", "Status"})
+# yajl (ijson's C parser) stops at 64-bit integers; its pure-Python parser has no limit.
+_INT_OVERFLOW = "integer overflow"
+_EXACT_IJSON = ijson.get_backend("python")
 
 
 def iter_result_records(
@@ -514,14 +589,27 @@ def iter_result_records(
     ...     print(kind, record["Status"])  # doctest: +SKIP
     SUCCEEDED SUCCEEDED
     """
-    options = dict(storage_options or {})
+    for kind, value, _, _ in _result_values(manifest_url, dict(storage_options or {})):
+        yield kind, value
+
+
+def _result_values(
+    manifest_url: str, options: dict[str, Any]
+) -> Iterator[tuple[str, Any, str, int]]:
+    """``(result_type, value, file URL, position of the value in its file)``."""
     manifest = _read_manifest(manifest_url, options)
     base = manifest_url.rsplit("/", 1)[0] if "/" in manifest_url else "."
     for kind in RESULT_TYPES:
-        for entry in manifest["ResultFiles"].get(kind) or ():
-            name = str(entry["Key"]).rsplit("/", 1)[-1]
-            for value in _iter_values(f"{base}/{name}", options):
-                yield kind, value
+        entries = manifest["ResultFiles"].get(kind) or []
+        if not isinstance(entries, list):
+            raise ReaderError(manifest_url, f"ResultFiles.{kind} is not a list")
+        for number, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("Key"), str):
+                where = f"ResultFiles.{kind}[{number}]"
+                raise ReaderError(manifest_url, 'a result file entry has no "Key"', where)
+            url = f"{base}/{entry['Key'].rsplit('/', 1)[-1]}"
+            for position, value in enumerate(_iter_values(url, options)):
+                yield kind, value, url, position
 
 
 def load_results(
@@ -542,8 +630,12 @@ def load_results(
     >>> df[df.status != "SUCCEEDED"][["index", "item", "error"]]  # doctest: +SKIP
     """
     columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
-    for kind, value in iter_result_records(manifest_url, storage_options=storage_options):
-        for row in _rows_of(kind, value):
+    for kind, value, url, position in _result_values(manifest_url, dict(storage_options or {})):
+        try:
+            rows = list(_rows_of(kind, value))
+        except _TooDeep as exc:
+            raise ReaderError(url, str(exc), f"record {position}") from None
+        for row in rows:
             for name, cell in zip(_COLUMNS, row, strict=True):
                 columns[name].append(cell)
     frame = _frame(columns)
@@ -571,7 +663,9 @@ def _read_manifest(url: str, options: dict[str, Any]) -> dict[str, Any]:
     with _reading(url):
         fs, path = url_to_fs(url, **options)
         with fs.open(path, "rb") as handle:
-            manifest = json.load(handle)
+            data = handle.read()
+        check_depth(url, data)  # json.loads recurses: a deep manifest must not reach it
+        manifest = json.loads(data)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("ResultFiles"), dict):
         raise ReaderError(url, "not a Map Run manifest: no ResultFiles object")
     return manifest
@@ -585,26 +679,49 @@ def _reading(url: str) -> Iterator[None]:
         raise
     except FileNotFoundError as exc:
         raise InputNotFound(url) from exc
-    except (json.JSONDecodeError, ijson.JSONError) as exc:
-        raise ReaderError(url, f"invalid JSON: {exc}") from exc
-    except OSError as exc:
-        raise ReaderError(url, f"cannot read: {exc}") from exc
+    except (ValueError, ijson.JSONError) as exc:  # JSON, and UTF-8, errors
+        raise ReaderError(url, "invalid JSON: " + " ".join(str(exc).split())) from exc
+    except OSError as exc:  # unreachable, denied, ...: the one table decides
+        raise storage_error(exc, url) from exc
+    except (RecursionError, MemoryError) as exc:  # nothing above should let one through
+        raise ReaderError(url, f"cannot read: {type(exc).__name__}: {exc}") from exc
 
 
 def _iter_values(url: str, options: dict[str, Any]) -> Iterator[Any]:
     with _reading(url):
         fs, path = url_to_fs(url, **options)
         jsonl = path.endswith(".jsonl") or _sniff_jsonl(fs, path)
-        with fs.open(path, "rb") as handle:
-            if jsonl:
+        if jsonl:
+            with fs.open(path, "rb") as handle:
                 for number, line in enumerate(handle, start=1):
                     if line.strip():
                         yield _json_line(line, url, number)
-            else:
-                yield from ijson.items(handle, "item", use_float=True)
+        else:
+            yield from _array_values(fs, path, url)
+
+
+def _array_values(fs: Any, path: str, url: str) -> Iterator[Any]:
+    """The elements of a JSON array file, numbers exact: integers beyond 64 bits included."""
+    done = 0
+    with fs.open(path, "rb") as handle:
+        try:
+            for value in ijson.items(DepthLimitedFile(handle, url), "item", use_float=True):
+                yield value
+                done += 1
+            return
+        except ijson.JSONError as exc:
+            if _INT_OVERFLOW not in str(exc):
+                raise
+    # Rare enough to pay for: read again with the parser that has no integer limit (about 25
+    # times slower), skipping the values already produced.
+    with fs.open(path, "rb") as handle:
+        values = _EXACT_IJSON.items(DepthLimitedFile(handle, url), "item", use_float=True)
+        yield from itertools.islice(values, done, None)
 
 
 def _json_line(line: bytes, url: str, number: int) -> Any:
+    if len(line) > MAX_NESTING_DEPTH and (deep := deepest_line([line])):
+        raise too_deep(url, number, line, deep[1])
     try:
         return json.loads(line)
     except ValueError as exc:
@@ -622,8 +739,8 @@ def _sniff_jsonl(fs: Any, path: str) -> bool:
         return False
     try:
         json.loads(first)
-    except ValueError:
-        return False  # "[" or "[{...}," opens a multi-line array
+    except (ValueError, RecursionError):
+        return False  # "[" or "[{...}," opens a multi-line array (or nests too deep to tell)
     return bool(rest.strip())
 
 
@@ -684,7 +801,24 @@ def _embedded_json(record: dict[str, Any], key: str, details: str, missing: Any 
     included = (record.get(details) or {}).get("Included", True)
     if not included or not isinstance(text, str) or not text:
         return missing
+    if _too_deep(text):  # json.loads recurses: refuse before it does
+        raise _TooDeep(f"{key} nests JSON deeper than {MAX_NESTING_DEPTH} levels")
     try:
         return json.loads(text)
     except ValueError:
         return text  # keep what AWS gave rather than lose it
+    except RecursionError:
+        raise _TooDeep(f"{key} nests JSON too deep to decode") from None
+
+
+class _TooDeep(Exception):
+    """A record's embedded Input/Output nests too deep; the caller names the file and record."""
+
+
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` nests past the limit; only long texts with many brackets are walked."""
+    if len(text) <= MAX_NESTING_DEPTH:
+        return False
+    if text.count("[") + text.count("{") <= MAX_NESTING_DEPTH:
+        return False
+    return JsonDepth().feed(text.encode()) is not None

@@ -199,7 +199,7 @@ def test_items_read_before_a_reader_fails_are_pending_not_lost(
         fields["ItemSelector"] = selector
     result = run(MapSpec.from_dict(fields), executor="threads")
     assert str(result.status) == "FAILED" and result.error == "States.ItemReaderFailed"
-    assert "line 26" in result.cause and "items 20-24" in result.cause
+    assert "line 26" in result.cause
     assert result.item_counts.total == 25
     frame = assert_every_item_once(result.manifest_url, 25)
     pending = frame[frame["status"] == "PENDING"]

@@ -83,6 +83,9 @@ def test_chaos_kill_the_driver_and_resume_gives_exactly_once_results(tmp_path: P
         driver.wait()
         if not journal_path(state, run_id).exists():
             continue  # killed while still starting (a loaded machine): nothing to resume
+        with Journal.open(state, run_id, readonly=True) as journal:
+            if journal.run().status != "RUNNING":
+                continue  # the kill landed after the run ended, before the process exited
         kills += 1
         result = resume(run_id, state_dir=str(state))
         assert result.status == RunStatus.SUCCEEDED, (run_id, result.error, result.cause)

@@ -23,6 +23,20 @@ of small batches is dominated by that cost. The bridge therefore works in bulk:
 * The collector never dies silently: an unexpected exception fails the futures it was
   settling; if the collector itself stops, every outstanding future fails with the reason and
   later submissions fail at once.
+* A call whose worker process died (Dask's ``KilledWorker``, once the scheduler gave up after
+  ``distributed.scheduler.allowed-failures`` deaths) fails with :class:`WorkerProcessDied`
+  naming the last worker, its process id and exit status: the scheduler knows the worker and
+  its pid, and only the worker's nanny knows how the process ended, which it logs ("Worker
+  process 123 was killed by signal 9"); that line is read back from the nanny. A worker
+  started without a nanny, or a nanny that logged nothing (it logs no status 0), leaves the
+  status unknown, and the error says why.
+* A call's ``SystemExit`` fails that call with :class:`TaskExited` (the worker lives on);
+  ``KeyboardInterrupt`` comes back as itself, as from a thread, and the loop aborts the run.
+
+Signals: Dask worker processes keep Dask's own handling. SIGINT (Ctrl-C reaches the whole
+process group, LocalCluster's workers included) makes a worker shut down, cancelling its
+running task; its nanny does not start another. The loop, which got the same SIGINT, aborts
+the run and records those batches ABORTED.
 
 ``distributed.as_completed`` and ``distributed.wait`` are not used: without ``loop=`` they
 follow the *current* client, which inside ``with Client(...)`` (the benchmark, the tests, a
@@ -35,6 +49,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -45,8 +60,9 @@ from itertools import pairwise
 from typing import Any, Self
 
 from runner.errors import ExecutorError
+from runner.executors.procpool import TaskExited, WorkerProcessDied, task_error
 
-__all__ = ["DaskExecutor"]
+__all__ = ["DaskExecutor", "TaskExited", "WorkerProcessDied"]
 
 ENV_SCHEDULER = "SHARDMAP_DASK_SCHEDULER"
 #: Submissions nobody flushed are sent after this long.
@@ -57,6 +73,13 @@ CHUNK_SECONDS = 0.05
 MAX_CHUNK = 32
 #: How often the collector looks for unflushed submissions while work is outstanding.
 _POLL_SECONDS = 0.05
+#: How long to wait for a dead worker's nanny to log how its process ended.
+DEATH_REPORT_SECONDS = 3.0
+#: The nanny's words (distributed.nanny.WorkerProcess._death_message).
+_DEATH_MESSAGE = re.compile(
+    r"Worker process (\d+) (?:exited with status (-?\d+)|was killed by signal (\d+)"
+    r"|was killed by (unknown signal))"
+)
 
 log = logging.getLogger("shardmap")
 
@@ -330,8 +353,9 @@ class DaskExecutor:
                     if len(chunk.locals) > 1 and not isinstance(exc, CancelledError):
                         self._split(chunk)  # one call may have killed its workers: find it
                         continue
+                    error = self._worker_death(exc) if _is_killed_worker(exc) else exc
                     for local in chunk.locals:
-                        _fail(local, exc)
+                        _fail(local, error)
                 else:
                     self._deliver(chunk, chunk_outcomes)
         except BaseException as exc:  # unexpected: these futures fail, the collector goes on
@@ -381,6 +405,52 @@ class DaskExecutor:
             mean = self._call_seconds
             self._call_seconds = seconds if mean is None else 0.9 * mean + 0.1 * seconds
 
+    def _worker_death(self, killed: Any) -> WorkerProcessDied:
+        """``KilledWorker`` as what happened: which worker, its process, how it ended."""
+        state = killed.last_worker  # the scheduler's WorkerState of the last worker that died
+        address = getattr(state, "address", None) or str(state)
+        pid = getattr(state, "pid", None) or None
+        exitcode, unknown = self._exit_status(pid, getattr(state, "nanny", None))
+        notes = [] if unknown is None else [unknown]
+        # Dask counts a batch that only waited in a dying worker's queue as if it ran there.
+        deaths = killed.allowed_failures + 1
+        notes.append(
+            f"Dask gave up on the batch after {deaths} worker{'s' if deaths > 1 else ''} died "
+            "while running it or holding it queued "
+            f"(distributed.scheduler.allowed-failures = {killed.allowed_failures})"
+        )
+        error = WorkerProcessDied(
+            pid, exitcode, where=f"Dask worker {address}", note="; ".join(notes)
+        )
+        error.__cause__ = killed
+        return error
+
+    def _exit_status(self, pid: int | None, nanny: str | None) -> tuple[int | None, str | None]:
+        """``(exit code as Process.exitcode has it, None)`` from the nanny's log, or
+        ``(None, why it is unknown)``. The nanny may log the death a moment after the
+        scheduler gave up on the task, so its log is read again for a little while."""
+        if pid is None:
+            return None, "the scheduler did not know its process id"
+        if not nanny:
+            return None, "it runs without a nanny, the only one told how its process ended"
+        deadline = time.monotonic() + DEATH_REPORT_SECONDS
+        while True:
+            try:
+                lines = self._client.sync(self._client.rpc(nanny).get_logs, n=1000)
+            except Exception as exc:
+                return None, f"its nanny {nanny} could not be asked: {type(exc).__name__}: {exc}"
+            for _level, text in reversed(lines):
+                found = _DEATH_MESSAGE.search(text)
+                if found and int(found[1]) == pid:
+                    if found[2] is not None:
+                        return int(found[2]), None
+                    if found[3] is not None:
+                        return -int(found[3]), None
+                    return None, "its nanny says it was killed by an unknown signal"
+            if time.monotonic() > deadline:
+                return None, f"its nanny {nanny} logged no exit status for process {pid}"
+            time.sleep(0.1)
+
     def describe(self) -> str:
         link = getattr(self._client, "dashboard_link", None) if self._client else None
         where = self.scheduler or "LocalCluster"
@@ -427,9 +497,24 @@ def _run_calls(batch: _Calls) -> list[tuple[bool, bytes, float]]:
         try:
             payload = (True, dumps(fn(*args, **kwargs)))
         except BaseException as exc:  # each call fails on its own, as one task per call would
-            payload = (False, _pickled_error(exc))
+            payload = (False, _pickled_error(task_error(exc, _this_worker())))
         outcomes.append((*payload, time.perf_counter() - started))
     return outcomes
+
+
+def _this_worker() -> str:
+    try:
+        from distributed import get_worker
+
+        return f"Dask worker {get_worker().address} (process {os.getpid()})"
+    except Exception:  # not on a worker (a test calling it directly)
+        return f"process {os.getpid()}"
+
+
+def _is_killed_worker(exc: BaseException) -> bool:
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(exc, KilledWorker)
 
 
 def _pickled_error(exc: BaseException) -> bytes:

@@ -17,6 +17,16 @@ process died and which task that process held::
 A task whose process dies fails with :class:`WorkerProcessDied`; the pool starts a replacement
 process when work is waiting, so capacity stays ``max_workers``.
 
+Workers never outlive the driver: each holds the read end of a second pipe whose write end only
+the driver holds, and a thread in the worker blocks on it; end-of-file (the driver died, even by
+SIGKILL) ends the worker at once. ``PR_SET_PDEATHSIG`` would not do: workers are forked from the
+fork server, which is their parent, and it stays alive as long as any worker does.
+
+Signals: a worker ignores SIGINT and SIGTERM (a handler that does nothing; a program the task
+execs gets the default handlers back). Ctrl-C reaches the whole process group, and the driver
+decides what becomes of running batches (it aborts them and kills their processes), so no
+batch dies half-way as a failure of its own first.
+
 Ownership rule (why there is no double completion): a running task's future is attached to its
 worker; whoever detaches it under the pool lock (the manager on a reply or a death, ``kill()``,
 ``shutdown(wait=False)``) is the only one to complete it. Futures are completed outside the lock,
@@ -48,7 +58,7 @@ from typing import Any
 
 from runner.errors import ExecutorError
 
-__all__ = ["IsolatedProcessPool", "WorkerProcessDied"]
+__all__ = ["IsolatedProcessPool", "TaskExited", "WorkerProcessDied"]
 
 log = logging.getLogger("shardmap")
 
@@ -66,24 +76,80 @@ class WorkerProcessDied(ExecutorError):
     unknown); ``stopped_by`` names what stopped it on purpose (``"kill()"``, ...) or is ``None``
     when it died on its own.
 
+    ``where`` names the process when it is not one of this pool's (``"Dask worker
+    tcp://..."``), ``note`` adds what else is known.
+
     >>> str(WorkerProcessDied(1234, 3))
     'worker process 1234 died running this batch (exit code 3)'
+    >>> str(WorkerProcessDied(1234, 3, where="Dask worker tcp://10.0.0.5:4321"))
+    'Dask worker tcp://10.0.0.5:4321 (process 1234) died running this batch (exit code 3)'
     """
 
-    def __init__(self, pid: int, exitcode: int | None, stopped_by: str | None = None) -> None:
+    def __init__(
+        self,
+        pid: int | None,
+        exitcode: int | None,
+        stopped_by: str | None = None,
+        *,
+        where: str | None = None,
+        note: str | None = None,
+    ) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.stopped_by = stopped_by
-        if stopped_by:
-            message = f"worker process {pid} was stopped (SIGKILL) by {stopped_by} while running"
-            message += " this batch"
+        self.where = where
+        self.note = note
+        if where:
+            who = where if pid is None else f"{where} (process {pid})"
         else:
-            message = f"worker process {pid} died running this batch ({_describe_exit(exitcode)})"
-        super().__init__(message)
+            who = f"worker process {pid}"
+        if stopped_by:
+            message = f"{who} was stopped (SIGKILL) by {stopped_by} while running this batch"
+        else:
+            message = f"{who} died running this batch ({_describe_exit(exitcode)})"
+        super().__init__(f"{message}; {note}" if note else message)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The default would rebuild from ``args`` (the message alone) and fail.
-        return type(self), (self.pid, self.exitcode, self.stopped_by)
+        return _rebuild_died, (self.pid, self.exitcode, self.stopped_by, self.where, self.note)
+
+
+def _rebuild_died(
+    pid: int | None,
+    exitcode: int | None,
+    stopped_by: str | None,
+    where: str | None,
+    note: str | None,
+) -> WorkerProcessDied:
+    return WorkerProcessDied(pid, exitcode, stopped_by, where=where, note=note)
+
+
+class TaskExited(ExecutorError):
+    """A task raised ``SystemExit`` (it called ``sys.exit``). It fails that task alone: given
+    back as itself, ``Future.result()`` would raise it in the caller and end the driver.
+
+    >>> str(TaskExited(3, "worker process 1234"))
+    'the task called sys.exit(3) in worker process 1234'
+    """
+
+    def __init__(self, code: object, where: str) -> None:
+        self.code = code
+        self.where = where
+        super().__init__(f"the task called sys.exit({code!r}) in {where}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.code, self.where)
+
+
+def task_error(exc: BaseException, where: str) -> BaseException:
+    """What a task's exception becomes for its future: ``SystemExit`` is :class:`TaskExited`
+    (with the original as its cause); anything else, ``KeyboardInterrupt`` included (the
+    scheduling loop stops the run for it, as for a worker in its own thread), stays itself."""
+    if isinstance(exc, SystemExit):
+        error = TaskExited(exc.code, where)
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -124,6 +190,7 @@ class _Task:
 class _Worker:
     process: BaseProcess
     conn: Connection  # the parent's end of this worker's pipe
+    watch: Connection  # held open, never written: the worker ends when it closes (see above)
     pid: int
     future: Future[Any] | None = None  # the running task's; None while idle
     stopping: bool = False  # killed on purpose: it takes no more work
@@ -330,25 +397,30 @@ class IsolatedProcessPool(Executor):
 
     def _spawn(self) -> _Worker:
         parent_end, child_end = self._ctx.Pipe()
+        watched_end, watch = self._ctx.Pipe(duplex=False)  # (read end, write end)
         inherited: tuple[int, ...] = ()
         if self._ctx.get_start_method() == "fork":
             # The child gets copies of the parent's pipe ends; it closes them so that every
             # worker sees end-of-file, and exits, if the parent dies.
             assert self._wake_r is not None and self._wake_w is not None
-            others = (worker.conn.fileno() for worker in self._workers)
-            inherited = (parent_end.fileno(), self._wake_r, self._wake_w, *others)
+            others = [fd for w in self._workers for fd in (w.conn.fileno(), w.watch.fileno())]
+            inherited = (parent_end.fileno(), watch.fileno(), self._wake_r, self._wake_w, *others)
         process = self._ctx.Process(
-            target=_worker_main, args=(child_end, inherited), name="shardmap-procpool-worker"
+            target=_worker_main,
+            args=(child_end, watched_end, inherited),
+            name="shardmap-procpool-worker",
         )
         try:
             process.start()
         except BaseException:
             parent_end.close()
+            watch.close()
             raise
         finally:
             child_end.close()  # the child holds its own; ours would hide the child's exit
+            watched_end.close()
         assert process.pid is not None
-        return _Worker(process, parent_end, process.pid)
+        return _Worker(process, parent_end, watch, process.pid)
 
     def _add(self, worker: _Worker) -> None:
         with self._lock:
@@ -408,6 +480,7 @@ class IsolatedProcessPool(Executor):
                     future = None
         exitcode = _reap(worker.process)
         worker.conn.close()
+        worker.watch.close()
         if future is not None:
             _resolve(future, error=WorkerProcessDied(worker.pid, exitcode))
 
@@ -440,6 +513,7 @@ class IsolatedProcessPool(Executor):
                 worker.process.kill()
             _reap(worker.process)
             worker.conn.close()
+            worker.watch.close()
         for fd in wake:
             if fd is not None:
                 os.close(fd)
@@ -499,11 +573,20 @@ def _deliver(future: Future[Any], message: bytes) -> None:
 
 
 # -- the worker process ----------------------------------------------------------------------------
-def _worker_main(conn: Connection, inherited_fds: tuple[int, ...]) -> None:
+#: A worker whose driver died exits with this (nobody reads it: for ``ps`` and core dumps).
+_ORPHANED_EXIT_CODE = 70
+
+
+def _worker_main(conn: Connection, watched: Connection, inherited_fds: tuple[int, ...]) -> None:
     """Run tasks from ``conn`` one at a time until told to stop or the parent goes away."""
     for fd in inherited_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+    threading.Thread(
+        target=_exit_when_closed, args=(watched,), name="shardmap-driver-watch", daemon=True
+    ).start()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignore_signal)  # the driver decides (see the module docstring)
     try:
         conn.send_bytes(_READY)
     except OSError:  # the parent is gone already
@@ -511,7 +594,7 @@ def _worker_main(conn: Connection, inherited_fds: tuple[int, ...]) -> None:
     while True:
         try:
             message = conn.recv_bytes()
-        except (EOFError, OSError, KeyboardInterrupt):  # parent gone, or Ctrl-C while idle
+        except (EOFError, OSError):  # the parent is gone
             return
         if message == _STOP:
             return
@@ -522,24 +605,36 @@ def _worker_main(conn: Connection, inherited_fds: tuple[int, ...]) -> None:
             return
 
 
+def _exit_when_closed(watched: Connection) -> None:
+    """End this process the moment the driver is gone, busy or not (a thread of its own: the
+    task may never read its pipe again)."""
+    with contextlib.suppress(EOFError, OSError):
+        watched.recv_bytes()  # nothing is ever sent: this returns only at end-of-file
+    os._exit(_ORPHANED_EXIT_CODE)
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    """Nothing: unlike SIG_IGN, a handler is reset by exec, and interrupted calls resume."""
+
+
 def _run_task(message: bytes) -> bytes:
     """The pickled reply: ``(True, result)`` or ``(False, exception, traceback_text)``.
 
-    Only ``Exception`` is caught: ``SystemExit`` from a task ends the process as it would
-    anywhere else, and the parent reports the exit code.
+    Every exception comes back, so that the worker lives on and the task fails on its own,
+    as in ``ProcessPoolExecutor``; ``SystemExit`` comes back as :class:`TaskExited`.
     """
     try:
         fn, args, kwargs = pickle.loads(message)
         result = fn(*args, **kwargs)
-    except Exception as exc:
-        return _encode_error(exc)
+    except BaseException as exc:
+        return _encode_error(task_error(exc, f"worker process {os.getpid()}"))
     try:
         return pickle.dumps((True, result), _PROTOCOL)
     except Exception as exc:  # a result that cannot travel back is the task's failure
         return _encode_error(exc)
 
 
-def _encode_error(exc: Exception) -> bytes:
+def _encode_error(exc: BaseException) -> bytes:
     text = "".join(traceback.format_exception(exc))
     try:
         message = pickle.dumps((False, exc, text), _PROTOCOL)
