@@ -1,5 +1,5 @@
-"""MapSpec <-> Amazon States Language: the Distributed Map state, its child Task, its
-ResultWriter and, for a pipeline with a ``Reduce`` step, the Lambda Task that follows it.
+"""Amazon States Language documents <-> pipeline mappings: the Distributed Map state, its child
+Task, its ResultWriter and, for a pipeline with a ``Reduce`` step, the Lambda Task that follows it.
 
 ::
 
@@ -16,6 +16,11 @@ on load), ``Source`` becomes ItemReader.Parameters (``Bucket``/``Key`` or ``Buck
 where Step Functions applies them per batch. The reduce Task gets the Map state's whole output,
 which with a ResultWriter is the manifest's location (``ResultWriterDetails``), never the results
 themselves (they may be far over the 256 KiB state payload limit).
+
+This module translates documents only: it reads and writes pipeline-file mappings (AWS field
+names, :meth:`MapSpec.to_dict` form) and knows nothing of :class:`~runner.spec.MapSpec`, which
+validates them. Use :meth:`MapSpec.to_asl`, :meth:`MapSpec.from_asl` and :meth:`MapSpec.load`;
+keeping the spec above this module is what keeps the two free of an import cycle.
 """
 
 from __future__ import annotations
@@ -24,14 +29,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from runner.constants import GET_OBJECT, LAMBDA_INVOKE, LIST_OBJECTS, PUT_OBJECT
 from runner.errors import SpecError
-from runner.spec import GET_OBJECT, LIST_OBJECTS, PUT_OBJECT, MapSpec
 
-__all__ = ["LAMBDA_INVOKE", "REDUCE_STATE", "from_asl", "lambda_arn", "to_asl"]
+__all__ = ["LAMBDA_INVOKE", "REDUCE_STATE", "definition_of", "lambda_arn", "pipeline_of"]
 
 log = logging.getLogger(__name__)
 
-LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 #: The name of the Task state that runs a pipeline's ``Reduce`` step after the Map state.
 REDUCE_STATE = "Reduce"
 _MAP_FIELDS = (
@@ -56,28 +60,18 @@ def lambda_arn(worker: str, region: str = "us-east-1", account: str = "123456789
     return f"arn:aws:lambda:{region}:{account}:function:shardmap-{safe}"[:140]
 
 
-def to_asl(
-    spec: MapSpec,
+def definition_of(
+    pipeline: Mapping[str, Any],
     *,
     function_arn: str | None = None,
     reduce_arn: str | None = None,
     state_name: str = "Map",
 ) -> dict[str, Any]:
-    """A complete state machine running the Distributed Map of ``spec``.
+    """A complete state machine running the Distributed Map of ``pipeline``.
 
-    Parameters
-    ----------
-    spec
-        The pipeline.
-    function_arn
-        The worker's Lambda function (default: the placeholder :func:`lambda_arn` of
-        ``Worker``).
-    reduce_arn
-        With a ``Reduce`` step: its Lambda function (default: the placeholder
-        :func:`lambda_arn` of ``Reduce``). The Task ``Reduce`` then follows the Map state and
-        gets its output, ``{"MapRunArn", "ResultWriterDetails": {"Bucket", "Key"}}``.
-    state_name
-        The Map state's name.
+    ``pipeline`` is a validated pipeline in :meth:`MapSpec.to_dict` form, its
+    ``ResultWriter.WriterConfig`` spelled out (what :meth:`MapSpec.to_asl` passes). The other
+    parameters are :meth:`MapSpec.to_asl`'s.
 
     Raises
     ------
@@ -86,56 +80,58 @@ def to_asl(
 
     Examples
     --------
-    >>> spec = MapSpec.from_dict({"Worker": "echo", "Reduce": "total",
-    ...     "ItemBatcher": {"MaxItemsPerBatch": 10}, "ResultWriter": {"Destination": "s3://b/out"}})
-    >>> machine = to_asl(spec)
-    >>> machine["States"]["Map"]["Next"], machine["States"]["Reduce"]["Type"]
-    ('Reduce', 'Task')
+    >>> machine = definition_of({"Worker": "echo", "ItemBatcher": {"MaxItemsPerBatch": 10}})
+    >>> machine["States"]["Map"]["ItemProcessor"]["States"]["Worker"]["Resource"]
+    'arn:aws:states:::lambda:invoke'
     """
-    if reduce_arn is not None and not spec.reduce:
+    reduce = pipeline.get("Reduce")
+    if reduce_arn is not None and not reduce:
         raise SpecError("Reduce", "a reduce function ARN was given but the pipeline has no Reduce")
-    data = spec.to_dict()
     state: dict[str, Any] = {"Type": "Map"}
     for key in _MAP_FIELDS:
-        if key in data:
-            state[key] = data[key]
-    source = spec.source_url()
+        if key in pipeline:
+            state[key] = pipeline[key]
+    # An ItemReader's Parameters, when given, already name the source: Source is what adds them.
+    source = pipeline.get("Source")
     # Items taken from the run input (ItemsPath) need no reader; a source then only reaches
     # the workers (through $$.Shardmap.Source), and AWS rejects ItemsPath beside ItemReader.
-    if "ItemReader" in state or (source and spec.items_path is None):
+    if "ItemReader" in state or (source and pipeline.get("ItemsPath") is None):
         state["ItemReader"] = _reader_with_parameters(state.get("ItemReader", {}), source)
     task: dict[str, Any] = {
         "Type": "Task",
         "Resource": LAMBDA_INVOKE,
         "Parameters": {
-            "FunctionName": function_arn or lambda_arn(spec.worker or "worker"),
+            "FunctionName": function_arn or lambda_arn(pipeline.get("Worker") or "worker"),
             "Payload.$": "$",
         },
         "OutputPath": "$.Payload",
         "End": True,
     }
-    if "Retry" in data:
-        task["Retry"] = data["Retry"]
-    if spec.timeout_seconds:
-        task["TimeoutSeconds"] = int(spec.timeout_seconds)
+    if "Retry" in pipeline:
+        task["Retry"] = pipeline["Retry"]
+    if pipeline.get("TimeoutSeconds"):
+        task["TimeoutSeconds"] = int(pipeline["TimeoutSeconds"])
     state["ItemProcessor"] = {
-        "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": spec.execution_type},
+        "ProcessorConfig": {
+            "Mode": "DISTRIBUTED",
+            "ExecutionType": pipeline.get("ExecutionType", "STANDARD"),
+        },
         "StartAt": "Worker",
         "States": {"Worker": task},
     }
-    if spec.result_writer is not None:
-        state["ResultWriter"] = _writer_with_parameters(spec)
+    if "ResultWriter" in pipeline:
+        state["ResultWriter"] = _writer_with_parameters(pipeline["ResultWriter"])
     states: dict[str, Any] = {state_name: state}
-    if spec.reduce:
+    if reduce:
         reduce_name = REDUCE_STATE if state_name != REDUCE_STATE else f"{REDUCE_STATE}Step"
         state["Next"] = reduce_name
         states[reduce_name] = {
             "Type": "Task",
-            "Comment": f"Reduce step {spec.reduce} over the Map Run's results",
+            "Comment": f"Reduce step {reduce} over the Map Run's results",
             "Resource": LAMBDA_INVOKE,
             # The Map state's output: {"MapRunArn", "ResultWriterDetails": {"Bucket", "Key"}}.
             "Parameters": {
-                "FunctionName": reduce_arn or lambda_arn(spec.reduce),
+                "FunctionName": reduce_arn or lambda_arn(reduce),
                 "Payload.$": "$",
             },
             "OutputPath": "$.Payload",
@@ -144,8 +140,8 @@ def to_asl(
     else:
         state["End"] = True
     machine: dict[str, Any] = {"StartAt": state_name, "States": states}
-    if spec.comment:
-        machine = {"Comment": spec.comment, **machine}
+    if pipeline.get("Comment"):
+        machine = {"Comment": pipeline["Comment"], **machine}
     return machine
 
 
@@ -159,41 +155,36 @@ def _reader_with_parameters(reader: dict[str, Any], source: str | None) -> dict[
     return reader
 
 
-def _writer_with_parameters(spec: MapSpec) -> dict[str, Any]:
-    assert spec.result_writer is not None
-    writer = spec.result_writer
-    url = writer.destination_url() or ""
-    params = writer.parameters
+def _writer_with_parameters(writer: Mapping[str, Any]) -> dict[str, Any]:
+    # Parameters, when given, already name the destination: Destination is what adds them.
+    url = str(writer.get("Destination") or "")
+    params = writer.get("Parameters")
     if params is None and url.startswith("s3://"):
         bucket, _, prefix = url[5:].partition("/")
         params = {"Bucket": bucket, "Prefix": prefix}
     out: dict[str, Any] = {"Resource": PUT_OBJECT}
     if params:
         out["Parameters"] = params
-    out["WriterConfig"] = writer.writer_config.model_dump(by_alias=True)
+    if "WriterConfig" in writer:
+        out["WriterConfig"] = writer["WriterConfig"]
     return out
 
 
-def from_asl(
+def pipeline_of(
     definition: Mapping[str, Any],
     *,
     resources: Mapping[str, str] | None = None,
     worker: str | None = None,
-) -> MapSpec:
-    """The MapSpec of the one Distributed Map state in ``definition``.
-
-    ``resources`` maps Lambda ARNs (or function names) to worker names: the child Task's
-    function becomes ``Worker``, and the function of a Lambda Task that follows the Map state
-    becomes ``Reduce``. A following Task whose function is not mapped is left out (logged):
-    the local run then ends with the Map Run, as the state machine's first part does.
+) -> tuple[dict[str, Any], str]:
+    """The pipeline mapping of the one Distributed Map state in ``definition``, and that
+    state's path (``States.<name>``), which :meth:`MapSpec.from_asl` puts before the field of
+    a validation error. ``resources`` and ``worker`` are :meth:`MapSpec.from_asl`'s.
 
     Examples
     --------
-    >>> spec = MapSpec.from_dict({"Worker": "echo", "Reduce": "total"})
-    >>> back = from_asl(to_asl(spec), resources={lambda_arn("echo"): "echo",
-    ...                                          lambda_arn("total"): "total"})
-    >>> back.worker, back.reduce
-    ('echo', 'total')
+    >>> machine = definition_of({"Worker": "echo"})
+    >>> pipeline_of(machine, resources={lambda_arn("echo"): "echo"})[0]["Worker"]
+    'echo'
     """
     states = definition.get("States")
     if not isinstance(states, Mapping):
@@ -219,10 +210,7 @@ def from_asl(
     writer = data.get("ResultWriter")
     if writer is not None:
         data["ResultWriter"] = {k: v for k, v in writer.items() if k != "Resource"}
-    try:
-        return MapSpec.from_dict(data)
-    except SpecError as exc:
-        raise SpecError(f"{path}.{exc.path}" if exc.path else path, exc.rule) from None
+    return data, path
 
 
 def _reducer_for(

@@ -39,8 +39,9 @@ class Batch:
     cause: str | None = None
     input_json: str | None = None  # the child input as compact JSON, made by the planner
     fingerprint: str | None = None  # of input_json, when a journal checks resumed plans
-    # Shard-parallel runs: where the worker reads the items (a runner.shards.BatchRef), and
-    # how many; ``items`` stays empty on the driver.
+    # Shard-parallel runs: where the worker reads the items (a runner.shards.BatchRef, which
+    # this module does not import: shards cut Batches, so it sits above), and how many;
+    # ``items`` stays empty on the driver.
     ref: Any = None
     count: int = 0
     expected: str | None = None  # the fingerprint a resumed ref batch must come back with
@@ -52,9 +53,7 @@ class Batch:
     def child_input(self) -> Any:
         """AWS's child input: ``{"Items": [...]}`` (+ ``BatchInput``), or the lone item."""
         if self.ref is not None:  # read here only for records of batches that never ran
-            from runner.shards import materialize
-
-            return materialize(self.ref)[0]
+            return self.ref.child_input()
         if not self.batched:
             return self.items[0]
         if self.batch_input is not None:

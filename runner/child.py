@@ -27,11 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runner.batcher import dumps
+from runner.constants import AWS_MAX_OUTPUT_BYTES
 from runner.errors import WorkerError
 from runner.registry import resolve_worker, worker_info
-from runner.spec import AWS_MAX_OUTPUT_BYTES
+from runner.shards import BatchRef, materialize
 
-__all__ = ["ChildOutcome", "run_child"]
+__all__ = ["ChildOutcome", "run_child", "run_ref"]
 
 
 @dataclass(slots=True)
@@ -43,6 +45,24 @@ class ChildOutcome:
     seconds: float = 0.0
     input_json: str | None = None  # set when the worker built the child input (shard reading)
     final: bool = False  # failed before the worker ran (a selection error): never retried
+
+
+def run_ref(
+    worker: Any, ref: BatchRef, output_limit: int | None = AWS_MAX_OUTPUT_BYTES
+) -> ChildOutcome:
+    """Runs on a worker (shard-parallel reading): read the batch's items from storage, then
+    run the child (:func:`run_child`).
+
+    A read error raises (the driver fails the run with States.ItemReaderFailed, as a driver-side
+    read would); a selection error fails the batch without running it.
+    """
+    child_input, error, cause = materialize(ref)
+    input_json = dumps(child_input)
+    if error is not None:
+        return ChildOutcome(False, None, error, cause, input_json=input_json, final=True)
+    outcome = run_child(worker, child_input, output_limit=output_limit)
+    outcome.input_json = input_json
+    return outcome
 
 
 def run_child(

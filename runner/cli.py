@@ -52,9 +52,8 @@ def main(verbose: bool, state_dir: str | None) -> None:
     """shardmap: run one function over every item of a dataset, the Distributed Map way."""
     if state_dir:  # one place decides; the engine, status and report all read it from here
         os.environ["SHARDMAP_STATE_DIR"] = state_dir
-    # --worker module:function should find the user's own modules, as `python -m` would.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # --worker module:function finds the user's own modules in the working directory without
+    # putting it on sys.path, where a workers/ folder would shadow ours (runner.registry).
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -39,18 +39,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from runner.batcher import Batch, Failed, ReadGuard, UnfinishedBatch, batch_items, dumps
-from runner.child import ChildOutcome, run_child
+from runner.child import ChildOutcome, run_child, run_ref
 from runner.errors import ReaderError, ShardmapError, SpecError, redact_url
 from runner.executors import Executor, get_executor
+from runner.executors.base import started_at
 from runner.journal import Journal, JournalError, RunRow, default_state_dir, fingerprint
 from runner.paths import PathNotFound, compile_path, compile_template, context_object
 from runner.readers.base import KeyedValue, ReaderConfig, get_reader
-from runner.reduce import ReduceContext, ReduceOutcome, run_reduce
+from runner.readers.infer import infer_item_reader
+from runner.reduce import ReduceContext, run_reduce
 from runner.registry import resolve_worker
 from runner.results import ResultWriter, ResultWriterDetails, child_name
-from runner.shards import run_ref, shard_batches, why_not_sharded
+from runner.shards import shard_batches, why_not_sharded
 from runner.spec import AWS_MAX_CHILD_INPUT_BYTES, AWS_MAX_OUTPUT_BYTES, MapSpec
-from runner.types import BatchStatus, ChildRecord, RunStatus
+from runner.types import BatchStatus, ChildRecord, Counts, MapRunResult, RunProgress, RunStatus
 
 __all__ = [
     "Counts",
@@ -71,96 +73,6 @@ THRESHOLD_CAUSE = "The specified tolerated failure threshold was exceeded"
 ACCOUNT, REGION = "000000000000", "local"
 DEFAULT_READ_AHEAD_ITEMS = 100_000
 AWS_ROLLOVER_BYTES = 5 * 1024**3  # ResultWriter starts a new file past 5 GB, as AWS does
-
-
-@dataclass
-class Counts:
-    """AWS's ``itemCounts`` / ``executionCounts`` of a Map Run."""
-
-    pending: int = 0
-    running: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    timed_out: int = 0
-    aborted: int = 0
-    total: int = 0
-    results_written: int = 0
-
-    def to_aws(self) -> dict[str, int]:
-        return {
-            "pending": self.pending,
-            "running": self.running,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "timedOut": self.timed_out,
-            "aborted": self.aborted,
-            "total": self.total,
-            "resultsWritten": self.results_written,
-            "failuresNotRedrivable": 0,
-            "pendingRedrive": 0,
-        }
-
-
-@dataclass
-class RunProgress:
-    """What a progress display needs, handed to ``on_progress`` a few times a second."""
-
-    run_id: str
-    items: Counts
-    executions: Counts
-    total_known: bool
-    elapsed: float
-    executor: str
-
-    @property
-    def items_per_second(self) -> float:
-        done = self.items.succeeded + self.items.failed + self.items.timed_out
-        return done / self.elapsed if self.elapsed > 0 else 0.0
-
-
-@dataclass
-class MapRunResult:
-    """The outcome of a map run (DescribeMapRun's fields plus where the results are)."""
-
-    run_id: str
-    map_run_arn: str
-    status: RunStatus
-    item_counts: Counts
-    execution_counts: Counts
-    manifest_url: str | None
-    output: dict[str, Any] | None
-    start_date: datetime
-    stop_date: datetime
-    error: str | None = None
-    cause: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    #: Whether the workers read their own shards (:mod:`runner.shards`) or the driver read items.
-    shard_reading: bool = False
-    #: The pipeline's reduce step, when it has one and the Map Run SUCCEEDED.
-    reduce: ReduceOutcome | None = None
-    #: The exit code the run's error asks for, when it came from a shardmap error (3 when the
-    #: item source's storage could not be reached); ``None``: judge by ``error``.
-    error_exit_code: int | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        """The Map Run SUCCEEDED and so did its reduce step, if any."""
-        ok = self.status == RunStatus.SUCCEEDED
-        return ok and (self.reduce is None or self.reduce.succeeded)
-
-    def describe(self) -> dict[str, Any]:
-        """DescribeMapRun-shaped dict (AWS field names)."""
-        described: dict[str, Any] = {
-            "mapRunArn": self.map_run_arn,
-            "status": str(self.status),
-            "startDate": self.start_date.isoformat(),
-            "stopDate": self.stop_date.isoformat(),
-            "itemCounts": self.item_counts.to_aws(),
-            "executionCounts": self.execution_counts.to_aws(),
-        }
-        if self.error:
-            described["error"], described["cause"] = self.error, self.cause
-        return described
 
 
 def run(
@@ -211,6 +123,8 @@ def run(
     run_id = run_id or str(uuid.uuid4())
     resolved = _resolve_paths(spec, run_input, run_context(spec, run_id, run_input, dest_url))
     executor_name = executor if isinstance(executor, str) else None
+    # A missing extra or an unknown executor fails before anything is journaled.
+    chosen = get_executor(executor, **_executor_options(executor, resolved))
     journal_ = None
     if journal:
         if resolved.worker:
@@ -228,7 +142,7 @@ def run(
         result = _MapRun(
             resolved,
             run_input=run_input,
-            executor=get_executor(executor, **_executor_options(executor, resolved)),
+            executor=chosen,
             dest_url=dest_url,
             run_id=run_id,
             on_progress=on_progress,
@@ -474,40 +388,6 @@ def _aws_timestamp() -> str:
 
 def map_run_arn(spec: MapSpec, run_id: str) -> str:
     return f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:{spec.name}/{spec.label or 'Map'}:{run_id}"
-
-
-_SUFFIX_TYPES = {
-    ".csv": "CSV",
-    ".tsv": "CSV",
-    ".json": "JSON",
-    ".jsonl": "JSONL",
-    ".ndjson": "JSONL",
-    ".parquet": "PARQUET",
-    ".pq": "PARQUET",
-}
-
-
-def infer_item_reader(url: str, input_type: str | None = None) -> dict[str, Any]:
-    """An ItemReader for a bare URL: a folder or prefix is listed, a file read by its suffix."""
-    from runner.readers._io import compression_of
-
-    name = url
-    if compression_of(name):
-        name = name.rsplit(".", 1)[0]
-    suffix = os.path.splitext(name)[1].lower()
-    bucket_only = url.startswith("s3://") and "/" not in url[5:].rstrip("/")
-    is_listing = (
-        url.endswith("/")
-        or bucket_only
-        or os.path.isdir(url)
-        or (input_type is None and suffix not in _SUFFIX_TYPES)
-    )
-    if input_type == "LISTING" or (input_type is None and is_listing):
-        return {"Resource": "arn:aws:states:::s3:listObjectsV2"}
-    config: dict[str, Any] = {"InputType": input_type or _SUFFIX_TYPES[suffix]}
-    if suffix == ".tsv" and input_type is None:
-        config["CSVDelimiter"] = "TAB"
-    return {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": config}
 
 
 def _executor_options(executor: Any, spec: MapSpec) -> dict[str, Any]:
@@ -912,10 +792,32 @@ class _Planner(threading.Thread):
 @dataclass
 class _Child:
     batch: Batch
-    first_start: datetime
+    handed_over: datetime  # when the batch was first handed to the executor
+    #: This attempt's, armed from when it began running (queued time is not running time).
     deadline: float | None = None
     retries: dict[int, int] = field(default_factory=dict)
     seconds: float | None = None  # worker time of the last attempt
+    attempt: Future | None = None  # the latest attempt's (its executor marks when it starts)
+    started: datetime | None = None  # when the first attempt that ran began
+
+    @property
+    def first_start(self) -> datetime:
+        """The record's StartDate: when the first attempt began running; the hand-over for a
+        batch that never ran (say, aborted while it waited in the executor's queue)."""
+        if self.started is None and self.attempt is not None:
+            start = started_at(self.attempt)
+            if start is not None:
+                self.note_start(start.clock, start.wall)
+        return self.started or self.handed_over
+
+    def note_start(self, clock: float, wall: float) -> float:
+        """An attempt began running at ``clock`` (monotonic) / ``wall`` (Unix time): keep the
+        first one's as the StartDate, between hand-over and now (a worker's clock may be off),
+        and return ``clock``."""
+        if self.started is None:
+            earliest = self.handed_over.timestamp()
+            self.started = datetime.fromtimestamp(min(max(wall, earliest), time.time()), UTC)
+        return clock
 
 
 class _MapRun:
@@ -1247,8 +1149,8 @@ class _MapRun:
             raise
         finally:
             self.in_worker_call = False
-        timeout = self.spec.timeout_seconds
-        child.deadline = time.monotonic() + timeout if timeout else None
+        child.deadline = None  # armed by _expire_deadlines once the attempt starts running
+        child.attempt = future
         self.in_flight[future] = child
 
     def _wait_some(self) -> set[Future]:
@@ -1269,6 +1171,9 @@ class _MapRun:
 
     # -- finishing ---------------------------------------------------------------------------
     def _finished(self, child: _Child, future: Future) -> None:
+        start = started_at(future)
+        if start is not None:  # one that never started (say, unpicklable) keeps its hand-over
+            child.note_start(start.clock, start.wall)
         try:
             outcome: ChildOutcome = future.result()
         except ReaderError as exc:  # a worker could not read its shard: as a driver-side read
@@ -1312,17 +1217,30 @@ class _MapRun:
         return True
 
     def _expire_deadlines(self) -> None:
+        """Time out attempts running longer than TimeoutSeconds, counted from when each began
+        running (as a child execution's): never one still queued in the executor (behind
+        busy workers, or while a process starts), whatever it waited."""
+        timeout = self.spec.timeout_seconds
+        if not timeout:
+            return
         now = time.monotonic()
+        # Executors that say when a call starts (runner.executors.base); for any other, a call
+        # runs from when the loop first sees it running.
+        reported = getattr(self.executor, "reports_starts", False)
         expired = []
         for future, child in self.in_flight.items():
-            if child.deadline is None or child.deadline > now:
+            if future.done():  # finished in time: its outcome is taken at the next turn
                 continue
-            if not future.running() and not future.done():
-                # Still queued in the executor (a process starting, a Dask worker busy): like a
-                # child execution's, the clock starts when the batch starts.
-                child.deadline = now + float(self.spec.timeout_seconds or 0)
-                continue
-            expired.append(future)
+            if child.deadline is None:
+                start = started_at(future)
+                if start is not None:
+                    child.deadline = child.note_start(start.clock, start.wall) + timeout
+                elif not reported and future.running():
+                    child.deadline = child.note_start(now, time.time()) + timeout
+                else:
+                    continue  # not started yet: its clock does not tick
+            if child.deadline <= now:
+                expired.append(future)
         if not expired:
             return
         self.executor.cancel(expired)

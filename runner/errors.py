@@ -4,13 +4,24 @@
 
     ShardmapError
     ├── SpecError (ValueError)            the user must fix a pipeline / ASL definition
+    │   └── PatternError                  an event pattern breaks EventBridge's rules (triggers)
     ├── WorkerNotFound (LookupError)      an unknown worker name or import path
+    ├── MissingExtra (ImportError)        a workload/executor whose ``shardmap[extra]`` is missing
     ├── ReaderError                       bad or missing input  -> States.ItemReaderFailed
     │   ├── InputNotFound (FileNotFoundError)   bucket, key or file missing
     │   └── SourceUnavailable             storage unreachable, access denied   (exit 3)
     ├── WriterError                       results not written -> States.ResultWriterFailed (exit 3)
     ├── ExecutorError                     an executor could not run batches    (exit 3)
+    │   ├── WorkerProcessDied*            a worker process died running a batch
+    │   └── TaskExited*                   a task called sys.exit in a pool worker
+    ├── JournalError                      a run journal missing, another run's, or in use
+    │   └── JournalUnavailable            the journal cannot be written: disk full (exit 3)
+    ├── AslValidatorMissing (FileNotFoundError)   node or asl-validator is not installed
     └── RunFailed                         the map run ended FAILED (carries Error and Cause; exit 1)
+
+    * defined in runner/executors/procpool.py beside the pool that raises them (they carry a
+      pid, an exit code and the pool's own wording); every other class is defined here, and
+      runner.journal, runner.aws.checks and runner.triggers.patterns re-export their own.
 
 Every class carries the CLI's ``exit_code``: 0 the run succeeded, 1 the run failed, 2 bad usage or
 bad input (the user must fix a pipeline, an argument or the data), 3 storage or a service could
@@ -36,8 +47,13 @@ __all__ = [
     "EXIT_RUN_FAILED",
     "EXIT_SUCCEEDED",
     "EXIT_UNAVAILABLE",
+    "AslValidatorMissing",
     "ExecutorError",
     "InputNotFound",
+    "JournalError",
+    "JournalUnavailable",
+    "MissingExtra",
+    "PatternError",
     "ReaderError",
     "RunFailed",
     "ShardmapError",
@@ -72,8 +88,32 @@ class SpecError(ShardmapError, ValueError):
         return (type(self), (self.path, self.rule))
 
 
+class PatternError(SpecError):
+    """An event pattern breaks EventBridge's rules; ``path`` names the offending field."""
+
+
 class WorkerNotFound(ShardmapError, LookupError):
     """No registered worker (or importable ``module:function``) has this name."""
+
+
+class MissingExtra(ShardmapError, ImportError):
+    """A worker, sample or executor needs an optional extra that is not installed.
+
+    ``extra`` names it (``images``), ``needed_by`` what needs it, ``module`` the missing import;
+    the message ends with the ``pip install`` to run.
+    """
+
+    def __init__(self, extra: str, needed_by: str, module: str) -> None:
+        self.extra = extra
+        self.needed_by = needed_by
+        self.module = module
+        super().__init__(
+            f"{needed_by} needs the {extra} extra (no module {module!r}): "
+            f"pip install 'shardmap[{extra}]'"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.extra, self.needed_by, self.module))
 
 
 class ReaderError(ShardmapError):
@@ -121,6 +161,20 @@ class ExecutorError(ShardmapError):
     """An executor could not be started or lost contact with its workers."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+class JournalError(ShardmapError):
+    """A journal is missing, belongs to another run, or is in use by a live driver."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot be written (disk full, read-only, I/O error): exit 3."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class AslValidatorMissing(ShardmapError, FileNotFoundError):
+    """node or npm's asl-validator is not installed (``npm ci --prefix tools``)."""
 
 
 class RunFailed(ShardmapError):

@@ -13,11 +13,17 @@ crash-resume and ``redrive`` possible:
   crash loses at most the last group: those batches run again on resume, their results are
   still written once.
 
-Only the engine writes a journal; ``status``, notebooks and the CLI read it.
+Only the engine writes a journal; ``status``, ``report``, notebooks, triggers, the Snakefile's
+helpers and the CLI read it, through this module's read API: :func:`list_runs` (every run),
+:func:`find_run` (a run's row), :meth:`Journal.batches`, :meth:`Journal.attempts`,
+:meth:`Journal.counts` and :meth:`Journal.failure_summary`, and :func:`delete_run` (a run's
+journal with its ``-wal``/``-shm`` files). This is the only module that opens SQLite or touches
+journal files; the schema below is private to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,16 +35,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner.errors import EXIT_UNAVAILABLE, ShardmapError, redact_url
+from runner.errors import JournalError, JournalUnavailable, redact_url
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "AttemptRow",
+    "BatchRow",
     "Journal",
-    "JournalError",
+    "JournalError",  # runner.errors', re-exported: the journal raises them
     "JournalUnavailable",
     "RunRow",
     "default_state_dir",
+    "delete_run",
+    "find_run",
     "fingerprint",
+    "journal_path",
     "journaled_spec",
     "list_runs",
 ]
@@ -170,16 +181,6 @@ def _redact_strings(value: Any) -> Any:
     return value
 
 
-class JournalError(ShardmapError):
-    """A journal is missing, belongs to another run, or is in use by a live driver."""
-
-
-class JournalUnavailable(JournalError):
-    """The journal cannot be written (disk full, read-only, I/O error): exit 3."""
-
-    exit_code = EXIT_UNAVAILABLE
-
-
 def default_state_dir() -> str:
     """``$SHARDMAP_STATE_DIR``, else ``.shardmap`` in the working directory."""
     return os.environ.get("SHARDMAP_STATE_DIR") or DEFAULT_STATE_DIR
@@ -235,8 +236,80 @@ class RunRow:
         return self.heartbeat is not None and time.time() - self.heartbeat < 30
 
 
+@dataclass(frozen=True)
+class BatchRow:
+    """A ``batch`` row without its input and output JSON: one child execution's state.
+
+    Dates are ISO 8601 text (``None`` before the batch started or while it runs); ``seconds``
+    is the worker time of its last attempt.
+    """
+
+    number: int
+    first_index: int
+    item_count: int
+    status: str
+    attempts: int
+    error: str | None
+    start_date: str | None
+    stop_date: str | None
+    seconds: float | None
+    redrive_count: int
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """An ``attempt`` row: one try of a batch, retries included (``started``/``stopped`` are
+    Unix times; ``seconds`` the worker's own time, ``None`` when it timed out or is running)."""
+
+    batch: int
+    redrive: int
+    attempt: int
+    started: float
+    stopped: float | None
+    status: str
+    error: str | None
+    seconds: float | None
+
+
 def journal_path(state_dir: str | Path, run_id: str) -> Path:
+    """Where run ``run_id``'s journal is (or would be) under ``state_dir``."""
     return Path(state_dir) / "runs" / f"{run_id}.sqlite"
+
+
+def find_run(state_dir: str | Path, run_id: str) -> RunRow | None:
+    """Run ``run_id``'s row, or ``None`` when it has no journal or its journal holds no run
+    yet (a process died inside :meth:`Journal.create`). Opens the journal read-only.
+
+    >>> find_run(".shardmap", "no-such-run") is None
+    True
+    """
+    if not journal_path(state_dir, run_id).exists():
+        return None
+    try:
+        with Journal.open(state_dir, run_id, readonly=True) as journal:
+            return journal.run()
+    except (JournalError, OSError, ValueError, sqlite3.DatabaseError):
+        return None
+
+
+def delete_run(state_dir: str | Path, run_id: str) -> bool:
+    """Remove run ``run_id``'s journal, its ``-wal`` and ``-shm`` files included, so that a new
+    run may take the same id. Returns whether there was a journal.
+
+    Raises
+    ------
+    JournalError
+        The run's driver is still alive.
+    """
+    row = find_run(state_dir, run_id)
+    if row is not None and row.driver_alive:
+        raise JournalError(f"run {run_id} is still running in process {row.pid}")
+    path = journal_path(state_dir, run_id)
+    existed = path.exists()
+    # The write-ahead log first: a new journal must never meet a stale log of the old one.
+    for name in (f"{path.name}-wal", f"{path.name}-shm", path.name):
+        path.with_name(name).unlink(missing_ok=True)
+    return existed
 
 
 def list_runs(state_dir: str | Path | None = None) -> list[RunRow]:
@@ -479,7 +552,21 @@ class Journal:
         )
         return {r[0]: (r[1], r[2] or 0) for r in rows}
 
+    def batches(self) -> list[BatchRow]:
+        """Every journaled batch, in batch order (batches planned but never started are not
+        journaled until the run ends; they are then PENDING)."""
+        columns = ", ".join(f.name for f in dataclasses.fields(BatchRow))
+        rows = self.db.execute(f"SELECT {columns} FROM batch ORDER BY number")
+        return [BatchRow(*row) for row in rows]
+
+    def attempts(self) -> list[AttemptRow]:
+        """Every attempt of every batch, in the order they started."""
+        columns = ", ".join(f.name for f in dataclasses.fields(AttemptRow))
+        rows = self.db.execute(f"SELECT {columns} FROM attempt ORDER BY rowid")
+        return [AttemptRow(*row) for row in rows]
+
     def failure_summary(self) -> list[tuple[str, int, int]]:
+        """``(error, batches, items)`` of FAILED and TIMED_OUT batches, most items first."""
         rows = self.db.execute(
             "SELECT error, COUNT(*), SUM(item_count) FROM batch "
             "WHERE status IN ('FAILED', 'TIMED_OUT') GROUP BY error ORDER BY 3 DESC"

@@ -19,6 +19,7 @@ from typing import Any
 
 from runner.registry import resolve_worker
 from runner.results import iter_result_records
+from runner.types import ReduceOutcome  # a value object: MapRunResult holds one
 
 __all__ = ["ReduceContext", "ReduceOutcome", "run_reduce"]
 
@@ -46,20 +47,6 @@ class ReduceContext:
                 yield json.loads(output) if isinstance(output, str) else output
             else:  # COMPACT / FLATTEN results hold bare outputs
                 yield record
-
-
-@dataclass(frozen=True)
-class ReduceOutcome:
-    """The reducer's JSON-able return value, or why it failed."""
-
-    name: str
-    output: Any = None
-    error: str | None = None
-    cause: str | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.error is None
 
 
 def run_reduce(name: str, context: ReduceContext) -> ReduceOutcome:

@@ -360,9 +360,7 @@ def build_report(state_dir: str | None, run_id: str, memory_mb: int = 1024) -> R
         row = journal.run()
         described = describe_map_run(journal)
         failures = journal.failure_summary()
-        attempt_rows = journal.db.execute(
-            "SELECT batch, redrive, started, stopped, seconds FROM attempt ORDER BY rowid"
-        ).fetchall()
+        attempt_rows = journal.attempts()
     now = time.time()
     start = datetime.fromisoformat(row.start_date).timestamp()
     stop = datetime.fromisoformat(row.stop_date).timestamp() if row.stop_date else now
@@ -373,14 +371,14 @@ def build_report(state_dir: str | None, run_id: str, memory_mb: int = 1024) -> R
     for attempt in attempt_rows:
         # Attempts still running, or aborted when the run stopped (their end is not journaled),
         # last until the run's stop: now while it runs.
-        stopped = attempt["stopped"] if attempt["stopped"] is not None else stop
+        stopped = attempt.stopped if attempt.stopped is not None else stop
         # A timed-out attempt has no worker time; Lambda would bill it until it was stopped.
-        seconds = attempt["seconds"]
+        seconds = attempt.seconds
         if seconds is None:
-            seconds = max(0.0, stopped - attempt["started"])
+            seconds = max(0.0, stopped - attempt.started)
         durations.append(seconds)
-        key = (attempt["batch"], attempt["redrive"])
-        children.setdefault(key, []).append((attempt["started"], stopped, seconds))
+        key = (attempt.batch, attempt.redrive)
+        children.setdefault(key, []).append((attempt.started, stopped, seconds))
     cost = estimate_cost(
         len(children),
         len(durations),

@@ -10,7 +10,6 @@ data objects, where a listing would pick it up as an item.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import random
@@ -21,6 +20,7 @@ from typing import Any
 import fsspec
 
 from runner.errors import SpecError
+from runner.registry import load
 
 __all__ = ["SAMPLES", "get_sample", "write_demo", "write_sample"]
 
@@ -39,8 +39,7 @@ def get_sample(workload: str) -> Callable[..., dict[str, Any]]:
     target = SAMPLES.get(workload)
     if target is None:
         raise KeyError(f"no sample for {workload!r}; known: {', '.join(sorted(SAMPLES))}")
-    module_name, _, name = target.partition(":")
-    return getattr(importlib.import_module(module_name), name)
+    return load(target, f"sample {workload!r}")  # a missing extra: MissingExtra, exit 2
 
 
 def write_sample(

@@ -10,8 +10,10 @@ item data through the driver:
 3. The driver walks the shards in source order with a running total, so every item gets its
    exact global index, and cuts batches exactly where :func:`runner.engine.plan_batches` would.
    A batch is a :class:`BatchRef`: pieces of one or two shards, never the items themselves.
-4. The worker that runs a batch reads its pieces, applies ItemSelector, builds AWS's child input
-   and runs the worker (:func:`run_ref`), returning the input JSON with the outcome.
+4. The worker that runs a batch reads its pieces, applies ItemSelector and builds AWS's child
+   input (:func:`materialize`); :func:`runner.child.run_ref` then runs the worker on it and
+   returns the input JSON with the outcome. Running children is the layer above planning, so
+   this module never imports it.
 """
 
 from __future__ import annotations
@@ -25,18 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.batcher import Batch, dumps
-from runner.child import ChildOutcome, run_child
 from runner.errors import ReaderError
 from runner.paths import PathNotFound, compile_template, context_object
 from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
-from runner.spec import AWS_MAX_OUTPUT_BYTES, MapSpec
+from runner.spec import MapSpec
 
 __all__ = [
     "DEFAULT_SHARD_BYTES",
     "BatchRef",
     "Piece",
     "materialize",
-    "run_ref",
     "shard_batches",
     "why_not_sharded",
 ]
@@ -80,6 +80,10 @@ class BatchRef:
     @property
     def size(self) -> int:
         return sum(piece.take for piece in self.pieces)
+
+    def child_input(self) -> Any:
+        """AWS's child input of these items, read from storage now (see :func:`materialize`)."""
+        return materialize(self)[0]
 
 
 def why_not_sharded(spec: MapSpec) -> str | None:
@@ -267,23 +271,6 @@ def materialize(ref: BatchRef) -> tuple[Any, str | None, str | None]:
     if ref.batch_input is not None:
         return {"BatchInput": ref.batch_input, "Items": values}, error, cause
     return {"Items": values}, error, cause
-
-
-def run_ref(
-    worker: Any, ref: BatchRef, output_limit: int | None = AWS_MAX_OUTPUT_BYTES
-) -> ChildOutcome:
-    """Runs on a worker: read the batch's items from storage, then run the child.
-
-    A read error raises (the driver fails the run with States.ItemReaderFailed, as a driver-side
-    read would); a selection error fails the batch without running it.
-    """
-    child_input, error, cause = materialize(ref)
-    input_json = dumps(child_input)
-    if error is not None:
-        return ChildOutcome(False, None, error, cause, input_json=input_json, final=True)
-    outcome = run_child(worker, child_input, output_limit=output_limit)
-    outcome.input_json = input_json
-    return outcome
 
 
 _templates: dict[str, Any] = {}

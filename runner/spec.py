@@ -35,12 +35,28 @@ from urllib.parse import unquote
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from runner import asl
+from runner.constants import (
+    AWS_MAX_BATCH_BYTES,
+    AWS_MAX_CHILD_INPUT_BYTES,
+    AWS_MAX_ITEMS,
+    AWS_MAX_OUTPUT_BYTES,
+    GET_OBJECT,
+    LIST_OBJECTS,
+    PUT_OBJECT,
+)
 from runner.errors import SpecError
 
 __all__ = [
+    # AWS's limits and resource ARNs (runner.constants), re-exported for the modules that
+    # read them beside the spec
     "AWS_MAX_BATCH_BYTES",
     "AWS_MAX_CHILD_INPUT_BYTES",
+    "AWS_MAX_ITEMS",
     "AWS_MAX_OUTPUT_BYTES",
+    "GET_OBJECT",
+    "LIST_OBJECTS",
+    "PUT_OBJECT",
     "SAME_AS_MANIFEST",
     "ItemBatcher",
     "ItemReader",
@@ -51,13 +67,6 @@ __all__ = [
     "WriterConfig",
 ]
 
-AWS_MAX_BATCH_BYTES = 262_144
-AWS_MAX_CHILD_INPUT_BYTES = 256 * 1024
-AWS_MAX_OUTPUT_BYTES = 256 * 1024  # a state's output; larger child output: DataLimitExceeded
-AWS_MAX_ITEMS = 100_000_000
-LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
-GET_OBJECT = "arn:aws:states:::s3:getObject"
-PUT_OBJECT: Final = "arn:aws:states:::s3:putObject"
 _INPUT_TYPES = ("CSV", "JSON", "JSONL", "PARQUET", "MANIFEST")
 #: AllowedLocations entry: the manifest's own bucket (s3://) or its own folder tree (local).
 SAME_AS_MANIFEST: Final = "SAME_AS_MANIFEST"
@@ -333,16 +342,83 @@ class MapSpec(_Model):
     def load(cls, path: str | Path, resources: Mapping[str, str] | None = None) -> MapSpec:
         """A pipeline YAML file, or an ASL ``.json``/``.asl.json`` state machine."""
         if str(path).endswith(".json"):
-            from runner.asl import from_asl
-
-            return from_asl(json.loads(Path(path).read_text()), resources=resources)
+            return cls.from_asl(json.loads(Path(path).read_text()), resources=resources)
         return cls.from_yaml(path)
 
-    def to_asl(self, **options: Any) -> dict[str, Any]:
-        """An ASL state machine holding this Distributed Map (see :func:`runner.asl.to_asl`)."""
-        from runner.asl import to_asl
+    @classmethod
+    def from_asl(
+        cls,
+        definition: Mapping[str, Any],
+        *,
+        resources: Mapping[str, str] | None = None,
+        worker: str | None = None,
+    ) -> MapSpec:
+        """The MapSpec of the one Distributed Map state in an ASL ``definition``.
 
-        return to_asl(self, **options)
+        ``resources`` maps Lambda ARNs (or function names) to worker names: the child Task's
+        function becomes ``Worker``, and the function of a Lambda Task that follows the Map
+        state becomes ``Reduce``. A following Task whose function is not mapped is left out
+        (logged): the local run then ends with the Map Run, as the state machine's first part
+        does. ``worker`` names the worker outright. Errors name the field from the
+        definition's root (``States.Map.ItemBatcher``). See :mod:`runner.asl`.
+
+        Examples
+        --------
+        >>> spec = MapSpec.from_dict({"Worker": "echo", "Reduce": "total"})
+        >>> back = MapSpec.from_asl(spec.to_asl(), resources={
+        ...     asl.lambda_arn("echo"): "echo", asl.lambda_arn("total"): "total"})
+        >>> back.worker, back.reduce
+        ('echo', 'total')
+        """
+        pipeline, path = asl.pipeline_of(definition, resources=resources, worker=worker)
+        try:
+            return cls.from_dict(pipeline)
+        except SpecError as exc:
+            raise SpecError(f"{path}.{exc.path}" if exc.path else path, exc.rule) from None
+
+    def to_asl(
+        self,
+        *,
+        function_arn: str | None = None,
+        reduce_arn: str | None = None,
+        state_name: str = "Map",
+    ) -> dict[str, Any]:
+        """A complete ASL state machine running this Distributed Map (see :mod:`runner.asl`).
+
+        Parameters
+        ----------
+        function_arn
+            The worker's Lambda function (default: the placeholder
+            :func:`runner.asl.lambda_arn` of ``Worker``).
+        reduce_arn
+            With a ``Reduce`` step: its Lambda function (default: the placeholder
+            :func:`runner.asl.lambda_arn` of ``Reduce``). The Task ``Reduce`` then follows
+            the Map state and gets its output,
+            ``{"MapRunArn", "ResultWriterDetails": {"Bucket", "Key"}}``.
+        state_name
+            The Map state's name.
+
+        Raises
+        ------
+        SpecError
+            ``reduce_arn`` was given for a pipeline without a ``Reduce`` step.
+
+        Examples
+        --------
+        >>> spec = MapSpec.from_dict({"Worker": "echo", "Reduce": "total",
+        ...     "ItemBatcher": {"MaxItemsPerBatch": 10},
+        ...     "ResultWriter": {"Destination": "s3://b/out"}})
+        >>> machine = spec.to_asl()
+        >>> machine["States"]["Map"]["Next"], machine["States"]["Reduce"]["Type"]
+        ('Reduce', 'Task')
+        """
+        pipeline = self.to_dict()
+        if self.result_writer is not None:  # ASL spells WriterConfig out, defaults included
+            writer = pipeline.setdefault("ResultWriter", {})
+            writer["WriterConfig"] = self.result_writer.writer_config.model_dump(by_alias=True)
+        return asl.definition_of(
+            pipeline, function_arn=function_arn, reduce_arn=reduce_arn, state_name=state_name
+        )
 
     # -- derived values -----------------------------------------------------------------
     @property

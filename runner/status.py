@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from runner.journal import Journal
+from runner.types import Counts, MapRunResult, RunStatus
 
-__all__ = ["describe_map_run"]
+__all__ = ["describe_map_run", "map_run_result"]
 
 _COUNT_KEYS = (
     "pending",
@@ -64,6 +66,30 @@ def describe_map_run(journal: Journal) -> dict[str, Any]:
     if row.unexported:  # shardmap's own: the run ended, its results are still being written
         described["shardmap"] = {"outcome": row.outcome, "resultsExported": False}
     return described
+
+
+def map_run_result(journal: Journal) -> MapRunResult:
+    """The journaled run as a :class:`~runner.types.MapRunResult`, counts as
+    :func:`describe_map_run` gives them (for a run that ended: what its results hold).
+
+    The Map state's output and the reduce step's outcome are not journaled, so ``output`` and
+    ``reduce`` are ``None``; a run still going has ``stop_date`` now.
+    """
+    row = journal.run()
+    described = describe_map_run(journal)
+    return MapRunResult(
+        run_id=row.id,
+        map_run_arn=row.map_run_arn,
+        status=RunStatus(row.status),
+        item_counts=Counts.from_aws(described["itemCounts"]),
+        execution_counts=Counts.from_aws(described["executionCounts"]),
+        manifest_url=row.manifest_url,
+        output=None,
+        start_date=datetime.fromisoformat(row.start_date),
+        stop_date=datetime.fromisoformat(row.stop_date) if row.stop_date else datetime.now(UTC),
+        error=row.error,
+        cause=row.cause,
+    )
 
 
 def _counts(

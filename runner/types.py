@@ -1,16 +1,30 @@
-"""Value objects shared by the engine, executors and the result writer. Imports only errors."""
+"""Value objects shared across layers: statuses, the records the writer writes, and what a Map
+Run reports (counts, progress, the result). Imports nothing from the package, so a local run, a
+Step Functions run followed from here and a trigger's record of a run all report one shape.
+"""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["BatchStatus", "ChildRecord", "RunStatus"]
+__all__ = [
+    "BatchStatus",
+    "ChildRecord",
+    "Counts",
+    "MapRunResult",
+    "ReduceOutcome",
+    "RunProgress",
+    "RunStatus",
+]
 
 
 class RunStatus(enum.StrEnum):
+    """A Map Run's status (DescribeMapRun's ``status``). Names and spellings are AWS's."""
+
     RUNNING = "RUNNING"  # planned or executing
     SUCCEEDED = "SUCCEEDED"  # every batch finished and failures stayed within the thresholds
     FAILED = "FAILED"  # a threshold was crossed, or the reader/writer failed
@@ -60,3 +74,127 @@ class ChildRecord:
     redrive_status: str = "NOT_REDRIVABLE"
     redrive_status_reason: str = "Execution is SUCCEEDED and cannot be redriven"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Counts:
+    """AWS's ``itemCounts`` / ``executionCounts`` of a Map Run."""
+
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    aborted: int = 0
+    total: int = 0
+    results_written: int = 0
+
+    def to_aws(self) -> dict[str, int]:
+        """DescribeMapRun's spelling (``timedOut``, ``resultsWritten``, ...)."""
+        return {
+            "pending": self.pending,
+            "running": self.running,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "timedOut": self.timed_out,
+            "aborted": self.aborted,
+            "total": self.total,
+            "resultsWritten": self.results_written,
+            "failuresNotRedrivable": 0,
+            "pendingRedrive": 0,
+        }
+
+    @classmethod
+    def from_aws(cls, aws: Mapping[str, Any] | None) -> Counts:
+        """The counts of a DescribeMapRun ``itemCounts``/``executionCounts`` (missing: 0).
+
+        >>> Counts.from_aws(Counts(succeeded=3, timed_out=1).to_aws()).timed_out
+        1
+        """
+        aws = aws or {}
+        return cls(
+            pending=int(aws.get("pending", 0)),
+            running=int(aws.get("running", 0)),
+            succeeded=int(aws.get("succeeded", 0)),
+            failed=int(aws.get("failed", 0)),
+            timed_out=int(aws.get("timedOut", 0)),
+            aborted=int(aws.get("aborted", 0)),
+            total=int(aws.get("total", 0)),
+            results_written=int(aws.get("resultsWritten", 0)),
+        )
+
+
+@dataclass
+class RunProgress:
+    """What a progress display needs, handed to ``on_progress`` a few times a second."""
+
+    run_id: str
+    items: Counts
+    executions: Counts
+    total_known: bool
+    elapsed: float
+    executor: str
+
+    @property
+    def items_per_second(self) -> float:
+        done = self.items.succeeded + self.items.failed + self.items.timed_out
+        return done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ReduceOutcome:
+    """The reducer's JSON-able return value, or why it failed (see :mod:`runner.reduce`)."""
+
+    name: str
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class MapRunResult:
+    """The outcome of a map run (DescribeMapRun's fields plus where the results are)."""
+
+    run_id: str
+    map_run_arn: str
+    status: RunStatus
+    item_counts: Counts
+    execution_counts: Counts
+    manifest_url: str | None
+    output: dict[str, Any] | None
+    start_date: datetime
+    stop_date: datetime
+    error: str | None = None
+    cause: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    #: Whether the workers read their own shards (:mod:`runner.shards`) or the driver read items.
+    shard_reading: bool = False
+    #: The pipeline's reduce step, when it has one and the Map Run SUCCEEDED.
+    reduce: ReduceOutcome | None = None
+    #: The exit code the run's error asks for, when it came from a shardmap error (3 when the
+    #: item source's storage could not be reached); ``None``: judge by ``error``.
+    error_exit_code: int | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """The Map Run SUCCEEDED and so did its reduce step, if any."""
+        ok = self.status == RunStatus.SUCCEEDED
+        return ok and (self.reduce is None or self.reduce.succeeded)
+
+    def describe(self) -> dict[str, Any]:
+        """DescribeMapRun-shaped dict (AWS field names)."""
+        described: dict[str, Any] = {
+            "mapRunArn": self.map_run_arn,
+            "status": str(self.status),
+            "startDate": self.start_date.isoformat(),
+            "stopDate": self.stop_date.isoformat(),
+            "itemCounts": self.item_counts.to_aws(),
+            "executionCounts": self.execution_counts.to_aws(),
+        }
+        if self.error:
+            described["error"], described["cause"] = self.error, self.cause
+        return described

@@ -1,4 +1,4 @@
-"""ASL: export (to_asl with its reduce Task), the strict checks, asl-validator, `shardmap asl`
+"""ASL: export (`MapSpec.to_asl`, its reduce Task), the strict checks, asl-validator, `shardmap asl`
 and `shardmap cost`, and hand-written Distributed Map definitions run locally with the same
 batches, thresholds and result files as their pipeline-file equivalents."""
 
@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from runner import MapSpec, RunStatus, load_results, run
-from runner.asl import from_asl, lambda_arn, to_asl
+from runner.asl import lambda_arn
 from runner.aws.checks import (
     AslValidatorMissing,
     Problem,
@@ -95,15 +95,15 @@ def the_map(definition: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
 def test_every_pipeline_passes_asl_validator_and_the_strict_checks(path: Path) -> None:
     spec = MapSpec.from_yaml(path)
-    definition = to_asl(
-        spec, function_arn=WORKER_ARN, reduce_arn=REDUCE_ARN if spec.reduce else None
+    definition = spec.to_asl(
+        function_arn=WORKER_ARN, reduce_arn=REDUCE_ARN if spec.reduce else None
     )
     assert asl_validator(definition) == []
     assert errors_only(check_asl(definition)) == []
     # With S3 locations (as deploy gives them) only shardmap's own $$.Shardmap paths remain
     # to resolve; nothing is missing.
     s3 = spec.replace(source="s3://data/in/", result_writer={"Destination": "s3://data/out"})
-    definition = to_asl(s3)
+    definition = s3.to_asl()
     assert asl_validator(definition) == []
     for problem in check_asl(definition):
         assert problem.severity == "warning" and "$$.Shardmap." in problem.message, problem
@@ -319,7 +319,7 @@ def test_local_only_settings_are_warnings() -> None:
             "ResultWriter": {"Destination": "local-results"},
         }
     )
-    problems = check_asl(to_asl(spec))
+    problems = check_asl(spec.to_asl())
     assert errors_only(problems) == []
     assert [p.path for p in problems] == [
         "States.Map.ItemReader.Parameters",
@@ -349,7 +349,7 @@ def _reduce_spec(**fields: Any) -> MapSpec:
 @needs_validator
 def test_the_reduce_step_is_a_task_after_the_map_getting_its_writer_output() -> None:
     spec = _reduce_spec()
-    definition = to_asl(spec, function_arn=WORKER_ARN, reduce_arn=REDUCE_ARN)
+    definition = spec.to_asl(function_arn=WORKER_ARN, reduce_arn=REDUCE_ARN)
     assert definition["StartAt"] == "Map"
     state = definition["States"]["Map"]
     assert state["Next"] == "Reduce" and "End" not in state
@@ -362,30 +362,30 @@ def test_the_reduce_step_is_a_task_after_the_map_getting_its_writer_output() -> 
     assert reduce["OutputPath"] == "$.Payload"
     assert asl_validator(definition) == [] and check_asl(definition) == []
     # without an ARN: a placeholder, like the worker's
-    placeholder = to_asl(spec)["States"]["Reduce"]["Parameters"]["FunctionName"]
+    placeholder = spec.to_asl()["States"]["Reduce"]["Parameters"]["FunctionName"]
     assert placeholder == lambda_arn(spec.reduce)
 
 
 def test_the_reduce_task_maps_back_to_reduce_through_resources(caplog) -> None:
     spec = _reduce_spec()
-    definition = to_asl(spec, function_arn=WORKER_ARN, reduce_arn=REDUCE_ARN)
+    definition = spec.to_asl(function_arn=WORKER_ARN, reduce_arn=REDUCE_ARN)
     both = {WORKER_ARN: "echo", REDUCE_ARN: spec.reduce}
-    back = from_asl(definition, resources=both)
+    back = MapSpec.from_asl(definition, resources=both)
     assert back.reduce == spec.reduce and back.worker == "echo"
-    assert to_asl(back, function_arn=WORKER_ARN, reduce_arn=REDUCE_ARN) == definition
+    assert back.to_asl(function_arn=WORKER_ARN, reduce_arn=REDUCE_ARN) == definition
     # a qualified ARN maps like its function
     definition["States"]["Reduce"]["Parameters"]["FunctionName"] = f"{REDUCE_ARN}:$LATEST"
-    assert from_asl(definition, resources=both).reduce == spec.reduce
+    assert MapSpec.from_asl(definition, resources=both).reduce == spec.reduce
     with caplog.at_level(logging.WARNING, logger="runner.asl"):
-        unmapped = from_asl(definition, resources={WORKER_ARN: "echo"})
+        unmapped = MapSpec.from_asl(definition, resources={WORKER_ARN: "echo"})
     assert unmapped.reduce is None
     assert "--resource ARN=REDUCER" in caplog.text
 
 
 def test_reduce_arn_needs_a_reduce_step() -> None:
     with pytest.raises(SpecError, match="no Reduce"):
-        to_asl(_reduce_spec(Reduce=None), reduce_arn=REDUCE_ARN)
-    assert "Reduce" not in to_asl(_reduce_spec(Reduce=None))["States"]
+        _reduce_spec(Reduce=None).to_asl(reduce_arn=REDUCE_ARN)
+    assert "Reduce" not in _reduce_spec(Reduce=None).to_asl()["States"]
 
 
 def test_a_hand_written_reduce_runs_locally(tmp_path: Path) -> None:
@@ -400,7 +400,7 @@ def test_a_hand_written_reduce_runs_locally(tmp_path: Path) -> None:
         "End": True,
     }
     resources = {WORKER_ARN: f"{W}:slow_double", REDUCE_ARN: f"{W}:total_of_outputs"}
-    spec = from_asl(definition, resources=resources)
+    spec = MapSpec.from_asl(definition, resources=resources)
     result = run(spec, source=source, dest=str(tmp_path / "out"), executor="inline")
     assert result.succeeded and result.reduce is not None
     assert result.reduce.output["sum"] == sum(2 * n for n in range(40))
@@ -414,7 +414,7 @@ def test_asl_command_prints_the_state_machine() -> None:
     result = invoke("asl", pipeline, "--function-arn", WORKER_ARN)
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    assert printed == to_asl(MapSpec.from_yaml(pipeline), function_arn=WORKER_ARN)
+    assert printed == MapSpec.from_yaml(pipeline).to_asl(function_arn=WORKER_ARN)
     task = printed["States"]["Map"]["ItemProcessor"]["States"]["Worker"]
     assert task["Parameters"]["FunctionName"] == WORKER_ARN
 
@@ -720,7 +720,7 @@ def test_asl_runs_on_s3_as_written(s3_server, s3_client, bucket: str) -> None:
     state = the_map(definition)
     state["ItemReader"]["Parameters"]["Bucket"] = bucket
     state["ResultWriter"]["Parameters"]["Bucket"] = bucket
-    result = run(from_asl(definition, resources={WORKER_ARN: f"{W}:fail_marked"}))
+    result = run(MapSpec.from_asl(definition, resources={WORKER_ARN: f"{W}:fail_marked"}))
     assert result.status == RunStatus.SUCCEEDED
     assert result.manifest_url == f"s3://{bucket}/results/{result.run_id}/manifest.json"
     assert result.output == {

@@ -29,7 +29,6 @@ from botocore.stub import Stubber
 from click.testing import CliRunner
 
 from runner import MapSpec, SpecError, load_results
-from runner.asl import to_asl
 from runner.aws import deploy as deploy_module
 from runner.aws import stepfunctions
 from runner.aws.deploy import deploy, package, policy_for, resource_names
@@ -455,7 +454,7 @@ def test_policy_grants_what_the_definition_needs_and_no_star_action(source):
 
     spec = aws_spec(spec)
     function = "arn:aws:lambda:us-east-1:123456789012:function:shardmap-moto-map-worker"
-    definition = to_asl(spec, function_arn=function)
+    definition = spec.to_asl(function_arn=function)
     machine = "arn:aws:states:us-east-1:123456789012:stateMachine:moto-map"
     policy = policy_for(definition, state_machine_arn=machine)
 
@@ -478,7 +477,7 @@ def test_policy_grants_what_the_definition_needs_and_no_star_action(source):
 
 def test_policy_grants_the_reduce_function():
     function = "arn:aws:lambda:us-east-1:123456789012:function:shardmap-moto-map-worker"
-    definition = with_reduce_task(to_asl(_spec(), function_arn=function))
+    definition = with_reduce_task(_spec().to_asl(function_arn=function))
     reducer = function.replace("worker", "reduce")
     definition["States"]["Reduce"]["Parameters"]["FunctionName"] = reducer
     machine = "arn:aws:states:us-east-1:123456789012:stateMachine:moto-map"
@@ -489,7 +488,7 @@ def test_policy_grants_the_reduce_function():
 
 
 def test_policy_needs_fixed_s3_locations_or_explicit_grants():
-    definition = to_asl(_spec(), function_arn="arn:aws:lambda:us-east-1:123456789012:function:f")
+    definition = _spec().to_asl(function_arn="arn:aws:lambda:us-east-1:123456789012:function:f")
     reader = definition["States"]["Map"]["ItemReader"]
     reader["Parameters"] = {"Bucket": "data", "Key.$": "$.key"}
     machine = "arn:aws:states:us-east-1:123456789012:stateMachine:moto-map"

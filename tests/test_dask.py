@@ -154,17 +154,33 @@ def test_the_progress_line_shows_the_dashboard(dask_scheduler: str) -> None:
     assert described.startswith(f"dask {dask_scheduler} x2 dashboard http")
 
 
+#: A batch whose worker died fails with WorkerProcessDied; only the pipeline's Retry reruns it.
+RETRY_LOST_WORKERS = [{"ErrorEquals": ["WorkerProcessDied"], "IntervalSeconds": 0,
+                       "MaxAttempts": 1}]  # fmt: skip
+
+
 def kill_a_worker_mid_run(
-    tmp_path: Path, client: Any, *, items: int, sleep: float, kill_after: int, **fields: Any
+    tmp_path: Path,
+    client: Any,
+    state_dir: Path,
+    *,
+    items: int,
+    sleep: float,
+    kill_after: int,
+    **fields: Any,
 ) -> None:
     """Run ``slow_double`` over ``items`` items on Dask, SIGKILL a worker process once
-    ``kill_after`` items succeeded, and check every item came back exactly once."""
+    ``kill_after`` items succeeded, and check every item came back exactly once, and that
+    the one batch running there (single-threaded workers), if any, failed with
+    WorkerProcessDied and was rerun by Retry alone: nothing else failed an attempt."""
+    from runner.journal import Journal
+
     source = write_jsonl(tmp_path / "items.jsonl", [{"n": n} for n in range(items)])
     spec = MapSpec.from_dict({"Worker": f"{W}:slow_double", "Source": source,
                               "ItemBatcher": {"MaxItemsPerBatch": 10,
                                               "BatchInput": {"sleep": sleep}},
                               "ResultWriter": {"Destination": str(tmp_path / "out")},
-                              **fields})  # fmt: skip
+                              "Retry": RETRY_LOST_WORKERS, **fields})  # fmt: skip
     seen: list[int] = []
     outcome: dict[str, Any] = {}
     runner = threading.Thread(
@@ -187,14 +203,20 @@ def kill_a_worker_mid_run(
     frame = load_results(result.manifest_url)
     assert list(frame["index"]) == list(range(items))
     assert list(frame["output"]) == [2 * n for n in range(items)]
+    with Journal.open(state_dir, result.run_id, readonly=True) as journal:
+        attempts = journal.attempts()
+    lost = [a for a in attempts if a.status != "SUCCEEDED"]
+    assert len(lost) <= 1 and {a.error for a in lost} <= {"WorkerProcessDied"}, lost
+    reruns = [a for a in attempts if a.attempt > 1]
+    assert [a.batch for a in reruns] == [a.batch for a in lost]  # by Retry, and only that one
 
 
 @pytest.mark.slow
 def test_a_dask_worker_killed_mid_run_loses_and_duplicates_nothing(
-    tmp_path: Path, cluster, dask_scheduler: str
+    tmp_path: Path, cluster, dask_scheduler: str, state_dir: Path
 ) -> None:
     _, client = cluster
-    kill_a_worker_mid_run(tmp_path, client, items=2000, sleep=0.03, kill_after=300,
+    kill_a_worker_mid_run(tmp_path, client, state_dir, items=2000, sleep=0.03, kill_after=300,
                           MaxConcurrency=2)  # fmt: skip
 
 
@@ -215,9 +237,11 @@ def nap(seconds: float) -> float:
 
 
 def crash_once(marker: str) -> str:
-    """Kill the worker process running it, the first time only."""
-    if not os.path.exists(marker):
-        Path(marker).touch()
+    """Kill the worker process running it, the first time only; each run adds a line to
+    ``marker``."""
+    with open(marker, "a") as f:
+        f.write("ran\n")
+    if Path(marker).read_text().count("ran") == 1:
         os._exit(1)  # the nanny starts another worker
     return "survived"
 
@@ -268,6 +292,32 @@ def test_cancel_and_close_complete_every_future(cluster, dask_scheduler: str) ->
         assert isinstance(future.exception(timeout=5), CancelledError)
 
 
+def test_a_call_says_when_it_started_while_it_runs_never_while_it_waits(
+    cluster, dask_scheduler: str
+) -> None:
+    """Two workers busy with long calls, a third call queued: the long ones' starts reach the
+    driver while they run (their deadlines count from them), the queued one has none until
+    a worker takes it, and then it is no earlier than one came free."""
+    from runner.executors.base import started_at
+    from runner.executors.dask import LIVE_START_SECONDS, DaskExecutor
+
+    with DaskExecutor() as executor:
+        busy = [executor.submit(nap, 1.5) for _ in range(2)]
+        queued = executor.submit(nap, 0.1)
+        executor.flush()
+        deadline = time.monotonic() + 30
+        while not all(started_at(f) for f in busy):
+            assert time.monotonic() < deadline, "no start announced"
+            time.sleep(0.01)
+        assert not any(f.done() for f in busy)  # announced while they run
+        assert started_at(queued) is None and not queued.done()
+        seen = time.monotonic()
+        assert all(seen - started_at(f).clock >= LIVE_START_SECONDS for f in busy)
+        assert queued.result(timeout=30) == 0.1
+        busy_ended = min(started_at(f).wall for f in busy) + 1.5
+        assert started_at(queued).wall >= busy_ended - 0.01
+
+
 def test_an_unexpected_collector_error_fails_futures_not_the_run(
     cluster, dask_scheduler: str, monkeypatch
 ) -> None:
@@ -300,35 +350,44 @@ def test_an_unexpected_collector_error_fails_futures_not_the_run(
 
 
 @pytest.mark.slow
-def test_calls_sharing_a_task_its_worker_crashed_are_retried_one_by_one(
-    tmp_path: Path, own_cluster
+@pytest.mark.parametrize("allowed_failures", [0, 3], ids=["strict-scheduler", "rescheduling"])
+def test_only_the_call_running_when_its_worker_died_fails_not_its_task_mates(
+    tmp_path: Path, own_cluster, allowed_failures: int
 ) -> None:
-    """A Dask task that keeps killing its workers ends in KilledWorker. When several calls
-    share the task, they are sent again one to a task, so only a call that crashes by itself
-    would fail: here the crash happens once, and every call succeeds."""
-    from runner.executors.dask import DaskExecutor
+    """Several calls share a Dask task; one kills its worker process. That call fails with
+    WorkerProcessDied and never runs again (neither a scheduler that reschedules lost tasks,
+    allowed-failures 3 as by default, nor one that does not, reruns it); the calls before it
+    in its task (finished, their results lost with the worker) and after it (never started)
+    are sent again and succeed."""
+    from runner.executors.dask import DaskExecutor, WorkerProcessDied
 
     _, client = own_cluster
-    client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 0))
+    client.run_on_scheduler(
+        lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", allowed_failures)
+    )
+    marker = tmp_path / "crashed"
     with DaskExecutor() as executor:
         warm = [executor.submit(add, n, 0) for n in range(16)]  # times the calls
         executor.flush()
         assert [f.result(timeout=30) for f in warm] == list(range(16))
         futures = [executor.submit(add, n, 1) for n in range(16)]
-        crash = executor.submit(crash_once, str(tmp_path / "crashed"))
+        crash = executor.submit(crash_once, str(marker))
         futures += [executor.submit(add, n, 1) for n in range(16, 32)]
         executor.flush()
-        tasks = {id(executor._chunk_of[f]) for f in [*futures, crash]}
-        assert len(tasks) < len(futures)  # several calls to a Dask task
-        assert crash.result(timeout=120) == "survived"
+        mates = [f for f in futures if executor._chunk_of[f] is executor._chunk_of[crash]]
+        assert mates  # the crashing call shares its Dask task
+        error = crash.exception(timeout=120)
+        assert isinstance(error, WorkerProcessDied), error
+        assert "died running this batch (exit code 1)" in str(error)
         assert [f.result(timeout=120) for f in futures] == [n + 1 for n in range(32)]
-        assert (tmp_path / "crashed").exists()  # a worker did die
+    assert marker.read_text() == "ran\n"  # it ran once: nothing ran it again
 
 
 @pytest.mark.slow
 def test_a_worker_killed_while_calls_share_tasks_loses_and_duplicates_nothing(
-    tmp_path: Path, own_cluster
+    tmp_path: Path, own_cluster, state_dir: Path
 ) -> None:
-    """Short batches travel several to a task: a killed worker's tasks run again, whole."""
+    """Short batches travel several to a task: of a killed worker's tasks, only the batch
+    that was running fails (and Retry reruns it); the others are sent again."""
     _, client = own_cluster
-    kill_a_worker_mid_run(tmp_path, client, items=10000, sleep=0.01, kill_after=3000)
+    kill_a_worker_mid_run(tmp_path, client, state_dir, items=10000, sleep=0.01, kill_after=3000)

@@ -22,11 +22,10 @@ import pytest
 import yaml
 
 from runner import MapSpec, RunStatus, WorkerError, run
+from tests import leads_crash
 from tests.notebooks import execute_notebook
 from workers import leads
 from workers.leads import (
-    CRASH_AFTER_COMMIT_ENV,
-    CRASH_EXIT_CODE,
     LEAD_SCHEMA,
     REASONS,
     REJECT_SCHEMA,
@@ -400,18 +399,18 @@ def test_a_crash_between_commit_and_archive_is_repaired_by_a_rerun(
     source, dest = f"s3://{bucket}/incoming/", f"s3://{bucket}/crm"
     summary = leads_sample(source, count=600, seed=11)
     listed = _keys(s3_client, bucket, "incoming/")
-    shardmap = Path(sys.executable).parent / "shardmap"
-    command = [str(shardmap), "run", str(PIPELINE), "--executor", "threads"]
-    command += ["--source", source, "--dest", dest]
+    # The CLI with the reduce step dying right after its commit (tests/leads_crash.py)
+    command = [sys.executable, "-m", "tests.leads_crash", "run", str(PIPELINE)]
+    command += ["--executor", "threads", "--source", source, "--dest", dest]
     crashed = subprocess.run(
         command,
-        env={**os.environ, CRASH_AFTER_COMMIT_ENV: "1"},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # tests.* from tmp_path, the cwd
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stdout + crashed.stderr
+    assert crashed.returncode == leads_crash.EXIT_CODE, crashed.stdout + crashed.stderr
     assert "reduce leads-reduce" not in crashed.stdout  # it died inside the reduce step
     # Committed (marker and outputs are there) but nothing archived: the sources are untouched.
     (marker_key,) = _keys(s3_client, bucket, "crm/leads/commits/")

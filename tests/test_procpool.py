@@ -240,6 +240,25 @@ def test_kill_or_cancel_a_queued_task(pool: IsolatedProcessPool, tmp_path: Path)
     assert not path.exists()  # cancelled tasks never run
 
 
+def test_a_task_records_its_start_when_a_worker_process_takes_it(
+    pool: IsolatedProcessPool,
+) -> None:
+    """A queued task has no start (a timeout must not count its wait); once a worker process
+    takes it, its start is at or before its first line and after the task it waited for."""
+    from runner.executors.base import started_at
+
+    first = [pool.submit(timed_span, 0.5) for _ in range(2)]
+    queued = pool.submit(timed_span, 0.0)
+    wait_until(lambda: all(started_at(f) is not None for f in first))
+    assert started_at(queued) is None and not queued.done()  # both processes are busy
+    _, began, _ = queued.result(RESULT_TIMEOUT)
+    start = started_at(queued)
+    assert start is not None
+    ended = min(f.result(RESULT_TIMEOUT)[2] for f in first)
+    assert ended <= start.clock <= began  # monotonic clocks are system-wide
+    assert abs((time.time() - time.monotonic()) - (start.wall - start.clock)) < 0.01
+
+
 def test_shutdown_without_wait_kills_stuck_tasks() -> None:
     before = child_pids()
     pool = IsolatedProcessPool(2)

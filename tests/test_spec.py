@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.asl import from_asl, lambda_arn, to_asl
+from runner.asl import lambda_arn
 from runner.errors import SpecError
 from runner.spec import MapSpec
 
@@ -104,10 +104,10 @@ def test_aws_limit_breaches_are_warnings_not_errors() -> None:
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
 def test_every_pipeline_round_trips_through_asl(path: Path) -> None:
     spec = MapSpec.from_yaml(path)
-    asl = to_asl(spec)
+    asl = spec.to_asl()
     state = asl["States"]["Map"]
     assert state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
-    back = from_asl(asl, resources={lambda_arn(spec.worker): spec.worker})
+    back = MapSpec.from_asl(asl, resources={lambda_arn(spec.worker): spec.worker})
     for field in (
         "item_selector",
         "item_batcher",
@@ -124,7 +124,7 @@ def test_every_pipeline_round_trips_through_asl(path: Path) -> None:
 def test_asl_of_items_from_the_input_has_no_reader_even_with_a_source() -> None:
     # AWS rejects ItemsPath beside ItemReader; the source then only reaches the workers.
     spec = MapSpec.from_dict({"Worker": "echo", "Source": "s3://b/data/", "ItemsPath": "$.Parts"})
-    state = to_asl(spec)["States"]["Map"]
+    state = spec.to_asl()["States"]["Map"]
     assert state["ItemsPath"] == "$.Parts" and "ItemReader" not in state
 
 
@@ -188,7 +188,7 @@ def test_asl_with_s3_parameters_becomes_urls(tmp_path: Path) -> None:
 
 def test_asl_needs_exactly_one_distributed_map() -> None:
     with pytest.raises(SpecError, match="exactly one Distributed Map"):
-        from_asl({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}})
+        MapSpec.from_asl({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}})
 
 
 def test_yaml_errors_name_the_file(tmp_path: Path) -> None:

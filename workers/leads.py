@@ -46,8 +46,6 @@ from runner.reduce import ReduceContext
 from workers.locations import bare_etag, location_url, object_url
 
 __all__ = [
-    "CRASH_AFTER_COMMIT_ENV",
-    "CRASH_EXIT_CODE",
     "DUPLICATE",
     "LEAD_SCHEMA",
     "REASONS",
@@ -82,11 +80,6 @@ RULES = (
 #: The reduce step's rule: a lead that lost to another with the same normalised email.
 DUPLICATE = "duplicate"
 REASONS = (*RULES, DUPLICATE)
-
-#: Set this environment variable to make the reduce step die (``os._exit``) right after the
-#: commit marker is written and before any source is archived: the crash the tests replay.
-CRASH_AFTER_COMMIT_ENV = "SHARDMAP_LEADS_CRASH_AFTER_COMMIT"
-CRASH_EXIT_CODE = 75
 
 _TEXT_COLUMNS = ("company", "title", "city", "state", "postalCode", "leadSource", "industry")
 _FLAG_COLUMNS = ("doNotCall", "unsubscribed", "emailInvalid")
@@ -869,8 +862,6 @@ def reduce(context: ReduceContext) -> dict[str, Any]:
     if fresh:
         new_commit = _commit(fresh, settings, stores, context.run_id)
         markers[new_commit["commit"]] = new_commit
-        if os.environ.get(CRASH_AFTER_COMMIT_ENV) == "1":
-            os._exit(CRASH_EXIT_CODE)  # a real crash: no cleanup, no archiving, nothing after
     commit_of = {(s["key"], s["etag"]): m["commit"] for m in markers.values() for s in m["sources"]}
     archive = _archive(sources, commit_of, settings, stores)
     return _funnel(list(markers.values()), new_commit, archive)

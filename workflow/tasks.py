@@ -39,15 +39,12 @@ def sample(args: argparse.Namespace) -> None:
 
 
 def fresh(args: argparse.Namespace) -> None:
-    from runner.journal import Journal, journal_path
+    from runner.journal import JournalError, delete_run
 
-    path = journal_path(args.state_dir, args.run_id)
-    if path.exists():
-        with Journal.open(args.state_dir, args.run_id, readonly=True) as journal:
-            if journal.run().driver_alive:
-                sys.exit(f"run {args.run_id} is still running under {args.state_dir}")
-        for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
-            path.with_name(name).unlink(missing_ok=True)
+    try:
+        delete_run(args.state_dir, args.run_id)  # refuses while the run's driver is alive
+    except JournalError as exc:
+        sys.exit(f"{exc} (state directory {args.state_dir})")
     fs, root = fsspec.core.url_to_fs(args.dest_url)
     results = f"{root.rstrip('/')}/{args.run_id}"
     if fs.exists(results):

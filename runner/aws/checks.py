@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
-from runner.errors import ShardmapError
+from runner.errors import AslValidatorMissing, ShardmapError
 
 __all__ = ["AslValidatorMissing", "Problem", "asl_validator", "check_asl", "errors_only"]
 
@@ -118,10 +118,6 @@ class Problem:
         hint = f" (did you mean {self.suggestion}?)" if self.suggestion else ""
         where = f"{self.path}: " if self.path else ""
         return f"{where}{self.message}{hint}"
-
-
-class AslValidatorMissing(ShardmapError, FileNotFoundError):
-    """node or npm's asl-validator is not installed (``npm ci --prefix tools``)."""
 
 
 def errors_only(problems: list[Problem]) -> list[Problem]:

@@ -6,8 +6,8 @@
     result(): MapRunResult (manifest_url = s3://<Bucket>/<Key> of ResultWriterDetails) ──►
     load_results(result.manifest_url)
 
-A run on AWS reports the same :class:`~runner.engine.MapRunResult` and
-:class:`~runner.engine.RunProgress` as a local run, so the CLI summary and progress display
+A run on AWS reports the same :class:`~runner.types.MapRunResult` and
+:class:`~runner.types.RunProgress` as a local run, so the CLI summary and progress display
 serve both. Where a service has no Map Run record (an emulator without map runs), following
 falls back to DescribeExecution alone and the counts stay at zero.
 
@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from runner.engine import Counts, MapRunResult, RunProgress
 from runner.errors import ExecutorError
-from runner.reduce import ReduceOutcome
-from runner.types import RunStatus
+from runner.types import Counts, MapRunResult, ReduceOutcome, RunProgress, RunStatus
 
 __all__ = [
     "MapRunSnapshot",
@@ -82,8 +80,8 @@ class MapRunSnapshot:
 
     def progress(self) -> RunProgress:
         """The snapshot as the CLI progress display takes it (the local runs' shape)."""
-        items = _counts((self.map_run or {}).get("itemCounts"))
-        executions = _counts((self.map_run or {}).get("executionCounts"))
+        items = Counts.from_aws((self.map_run or {}).get("itemCounts"))
+        executions = Counts.from_aws((self.map_run or {}).get("executionCounts"))
         run_id = str((self.map_run or {}).get("mapRunArn") or self.execution_arn)
         return RunProgress(
             run_id.rsplit(":", 1)[-1],
@@ -93,20 +91,6 @@ class MapRunSnapshot:
             self.elapsed,
             EXECUTOR,
         )
-
-
-def _counts(aws: dict[str, Any] | None) -> Counts:
-    aws = aws or {}
-    return Counts(
-        pending=int(aws.get("pending", 0)),
-        running=int(aws.get("running", 0)),
-        succeeded=int(aws.get("succeeded", 0)),
-        failed=int(aws.get("failed", 0)),
-        timed_out=int(aws.get("timedOut", 0)),
-        aborted=int(aws.get("aborted", 0)),
-        total=int(aws.get("total", 0)),
-        results_written=int(aws.get("resultsWritten", 0)),
-    )
 
 
 def start(
@@ -244,8 +228,8 @@ def result(execution_arn: str, *, reduce: str | None = None) -> MapRunResult:
         run_id=map_run_arn.rsplit(":", 1)[-1],
         map_run_arn=map_run_arn,
         status=status,
-        item_counts=_counts(described.get("itemCounts")),
-        execution_counts=_counts(described.get("executionCounts")),
+        item_counts=Counts.from_aws(described.get("itemCounts")),
+        execution_counts=Counts.from_aws(described.get("executionCounts")),
         manifest_url=manifest_url,
         output=map_output,
         start_date=described.get("startDate") or execution.get("startDate") or now,

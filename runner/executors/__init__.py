@@ -7,12 +7,12 @@ so optional dependencies stay optional.
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
 from runner.errors import ExecutorError
 from runner.executors.base import Executor
+from runner.registry import load
 
 __all__ = ["Executor", "get_executor", "known_executors"]
 
@@ -37,6 +37,5 @@ def get_executor(name: str | Executor | None = None, **options: Any) -> Executor
     target = _EXECUTORS.get(name)
     if target is None:
         raise ExecutorError(f"unknown executor {name!r}; known: {', '.join(known_executors())}")
-    module_name, _, attr = target.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
+    factory = load(target, f"executor {name!r}")  # a missing extra: MissingExtra, exit 2
     return factory(**options)

@@ -23,15 +23,55 @@ of small batches is dominated by that cost. The bridge therefore works in bulk:
 * The collector never dies silently: an unexpected exception fails the futures it was
   settling; if the collector itself stops, every outstanding future fails with the reason and
   later submissions fail at once.
-* A call whose worker process died (Dask's ``KilledWorker``, once the scheduler gave up after
-  ``distributed.scheduler.allowed-failures`` deaths) fails with :class:`WorkerProcessDied`
-  naming the last worker, its process id and exit status: the scheduler knows the worker and
-  its pid, and only the worker's nanny knows how the process ended, which it logs ("Worker
-  process 123 was killed by signal 9"); that line is read back from the nanny. A worker
-  started without a nanny, or a nanny that logged nothing (it logs no status 0), leaves the
-  status unknown, and the error says why.
 * A call's ``SystemExit`` fails that call with :class:`TaskExited` (the worker lives on);
   ``KeyboardInterrupt`` comes back as itself, as from a thread, and the loop aborts the run.
+
+Retries are the loop's alone. Tasks are sent with ``retries=0``, and a worker process that dies
+is not a reason for Dask to run a batch again: as on the process pool, the batch that was
+running there fails with :class:`WorkerProcessDied` (naming the worker, its process and, from
+its nanny's log, the signal or exit status), and only the pipeline's Retry runs it again.
+
+* Which batch was running. The scheduler knows only the tasks a worker held, queued ones
+  included (with ``worker-saturation`` above 1 a single-threaded worker holds two), and a task
+  may hold a chunk of several calls. So each worker thread records the call it starts, and
+  once its task is done, in a small file of its own (a ``pwrite`` in place, which outlives a
+  SIGKILL); when a worker dies, its nanny, which lives on, reads the dead process's records
+  back for the driver. The call running there fails; the other calls of its chunk, and the
+  chunks that only waited there, are sent again: they never started, or they finished and
+  their results died with the worker (those run twice: execution is at-least-once, results
+  exactly once). A call sent again :data:`MAX_LOST_RESENDS` times this way fails.
+* When that cannot be known (a worker without a nanny, a nanny that does not answer, a process
+  that recorded nothing), every call of the lost task that had not finished fails with
+  ``WorkerProcessDied`` saying so: a batch that may have killed its worker never succeeds
+  without Retry. (A worker that dies holding only queued tasks before it ever started a call of
+  this executor is such a case.)
+* Shardmap's own LocalCluster is started with ``allowed-failures`` 0, so the scheduler never
+  reschedules a task whose worker died (it fails it with ``KilledWorker`` at the first death).
+* An existing scheduler keeps its own ``distributed.scheduler.allowed-failures`` (3 by
+  default): a client cannot change it for one task, and changing it on a shared scheduler
+  would change it for everyone. Its value is read when the executor opens. When it is 0, the
+  above holds as is. Otherwise the scheduler puts a task back in its queue the moment its
+  worker dies, and nothing a client does can stop that. So each task then first claims itself
+  on the scheduler (``get_metadata``/``set_metadata``, two round trips, about a millisecond,
+  per Dask task, not per batch): the rerun Dask hands to another worker finds the claim,
+  refuses to run any of its calls and names the worker that died, and the batch fails with
+  ``WorkerProcessDied`` at the first loss, exactly as above. What is not possible: having it
+  fail before Dask reschedules it (it is reported when the rerun reaches a worker, normally at
+  once, later on a cluster busy with other work), and avoiding the claim's cost, short of
+  setting ``allowed-failures: 0`` on that scheduler.
+* A worker retired on purpose (``retire_workers``, adaptive scaling) hands its tasks back to the
+  scheduler, which runs them elsewhere: that is not a death, and Dask reruns them as it would.
+
+When a call starts. TimeoutSeconds counts from when a worker takes the batch, and the results'
+StartDate is that moment (:func:`runner.executors.base.started_at`). Every call carries its
+start time (the worker's clock) back with its outcome; a call still running after
+:data:`LIVE_START_SECONDS` is also announced while it runs, by a watcher thread on the worker,
+as an event on a topic of this executor's (``Worker.log_event``; ``Client.subscribe_topic``),
+with how long it has run, so the driver arms its deadline from its start without comparing
+clocks. Shorter calls cost no message: none of them can time out. A call that holds the GIL
+without pause (some C extensions) silences its worker altogether, its announcement included;
+Dask then removes the silent worker after ``distributed.scheduler.worker-ttl`` and the batch
+fails with ``WorkerProcessDied``.
 
 Signals: Dask worker processes keep Dask's own handling. SIGINT (Ctrl-C reaches the whole
 process group, LocalCluster's workers included) makes a worker shut down, cancelling its
@@ -46,20 +86,27 @@ loop, where wakeups can be missed for good (a run that never finishes).
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import itertools
 import logging
 import os
 import queue
 import re
+import shutil
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from contextlib import suppress
 from functools import partial
 from itertools import pairwise
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from runner.errors import ExecutorError
+from runner.executors.base import mark_started
 from runner.executors.procpool import TaskExited, WorkerProcessDied, task_error
 
 __all__ = ["DaskExecutor", "TaskExited", "WorkerProcessDied"]
@@ -75,18 +122,43 @@ MAX_CHUNK = 32
 _POLL_SECONDS = 0.05
 #: How long to wait for a dead worker's nanny to log how its process ended.
 DEATH_REPORT_SECONDS = 3.0
+#: A call still running after this long is announced to the driver (its deadline starts from
+#: its start); shorter calls report their start with their outcome only.
+LIVE_START_SECONDS = 0.05
+#: A call whose worker died while it waited there (or after it finished, its result with it)
+#: is sent again at most this many times; then it fails with WorkerProcessDied.
+MAX_LOST_RESENDS = 3
 #: The nanny's words (distributed.nanny.WorkerProcess._death_message).
 _DEATH_MESSAGE = re.compile(
     r"Worker process (\d+) (?:exited with status (-?\d+)|was killed by signal (\d+)"
     r"|was killed by (unknown signal))"
 )
+#: Scheduler metadata under which tasks claim themselves (only on schedulers that reschedule).
+_CLAIMS = "shardmap-claims"
+_DONE = -1  # a start record's call index once its task's calls are all done
 
 log = logging.getLogger("shardmap")
 
 _WAKE = object()  # queued by submit into an idle executor: start the autoflush clock
 _STOP = object()  # queued by __exit__: the collector settles what it has, then ends
+_UNKNOWN = object()  # which call a lost task was running cannot be known
 
 _Entry = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class _Where(NamedTuple):
+    """A Dask worker process: its address, process id and nanny's address (if any)."""
+
+    address: str
+    pid: int | None
+    nanny: str | None
+
+
+class _Rerun(NamedTuple):
+    """A task's outcome when Dask ran it again after its worker died: none of its calls ran
+    again; ``first`` is where it ran before."""
+
+    first: _Where
 
 
 class DaskExecutor:
@@ -101,6 +173,7 @@ class DaskExecutor:
     remote = True  # callables travel by pickle; workers import the worker function by name
     prefetch = 16  # a scheduler round trip costs milliseconds: keep every worker fed
     reads_shards = True  # workers read their own byte ranges and row groups (runner/shards.py)
+    reports_starts = True  # from the workers (see the module docstring)
 
     def __init__(
         self,
@@ -116,14 +189,20 @@ class DaskExecutor:
         self._client: Any = None
         self._cluster: Any = None
         self._threads = 1  # worker threads on the cluster
-        self._lock = threading.Lock()  # guards the buffer and the two maps below
+        self._token = ""  # names this opening's tasks, start records and event topic
+        self._claims = False  # tasks claim themselves: the scheduler reschedules lost tasks
+        self._allowed_failures: int | None = None  # the scheduler's, when it reschedules
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()  # guards the buffer and the maps below
         # One flush at a time; cancel waits for it. Reentrant: a done callback run while it is
         # held (a call that could not be sent fails at once) may submit and flush again.
         self._send_lock = threading.RLock()
         self._buffer: list[_Entry] = []
         self._buffered_since = 0.0
         self._chunk_of: dict[Future, _Chunk] = {}  # sent local -> its chunk, until settled
-        self._chunks: dict[Any, _Chunk] = {}  # Dask key -> chunk, until the collector takes it
+        self._chunks: dict[int, _Chunk] = {}  # chunk number -> chunk, until the collector takes it
+        self._resent: dict[Future, int] = {}  # how often a call was sent again after a loss
+        self._records: dict[_Where, dict[int, int] | None] = {}  # a dead process's start records
         self._ready: queue.SimpleQueue[Any] = queue.SimpleQueue()  # finished Dask futures
         self._collector: threading.Thread | None = None
         self._broken: BaseException | None = None
@@ -144,11 +223,18 @@ class DaskExecutor:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=":0",
+                # A task whose worker died fails at once (KilledWorker): only the loop retries.
+                scheduler_kwargs={"allowed_failures": 0},
             )
             self._client = Client(self._cluster)
         threads = sum(self._client.nthreads().values()) or 1
         self._threads = threads
         self.slots = min(self.max_workers, threads) if self.max_workers else threads
+        self._token = uuid.uuid4().hex[:16]
+        self._allowed_failures = None
+        self._claims = self._scheduler_reschedules()
+        # On the same stream as the tasks that follow, so it is in place before any runs.
+        self._client.subscribe_topic(_topic(self._token), self._on_start)
         self._broken = None
         self._call_seconds = None
         self._ready = queue.SimpleQueue()
@@ -157,6 +243,34 @@ class DaskExecutor:
         )
         self._collector.start()
         return self
+
+    def _scheduler_reschedules(self) -> bool:
+        """Whether the scheduler runs a task again when its worker dies (allowed-failures)."""
+        if self._cluster is not None:
+            return False  # ours: started with allowed-failures 0
+        try:
+            allowed = self._client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.allowed_failures  # a lambda travels by value
+            )
+        except Exception as exc:
+            log.info(
+                "dask executor: could not read the scheduler's allowed-failures (%s: %s); "
+                "tasks claim themselves so that Dask never reruns a batch",
+                type(exc).__name__,
+                exc,
+            )
+            return True
+        self._allowed_failures = allowed or None
+        if allowed:
+            log.info(
+                "dask executor: scheduler %s reschedules a task whose worker died "
+                "(distributed.scheduler.allowed-failures = %s); each task claims itself "
+                "(a scheduler round trip) so that only the pipeline's Retry reruns a batch; "
+                "allowed-failures: 0 on that scheduler saves the round trip",
+                self.scheduler,
+                allowed,
+            )
+        return bool(allowed)
 
     def __exit__(self, *exc_info: object) -> None:
         closed = CancelledError("the dask executor closed before this call finished")
@@ -180,12 +294,29 @@ class DaskExecutor:
         with self._lock:
             self._chunk_of.clear()
             self._chunks.clear()
+            self._resent.clear()
+            self._records.clear()
         if self._client is not None:
+            self._clean_up()
             self._client.close()
             self._client = None
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
+            _drop_records(self._token)  # its workers and nannies ran on this machine
+
+    def _clean_up(self) -> None:
+        """Best effort: drop this opening's start records and claims on the cluster."""
+        with suppress(Exception):
+            self._client.unsubscribe_topic(_topic(self._token))
+        if self._cluster is not None:
+            return
+        try:
+            self._client.run(_drop_records, self._token, on_error="ignore")
+            if self._claims:
+                self._client.set_metadata([_CLAIMS, self._token], None)
+        except Exception:
+            log.debug("dask executor: cleaning up on the cluster failed", exc_info=True)
 
     @property
     def client(self) -> Any:
@@ -233,13 +364,14 @@ class DaskExecutor:
     def _send(self, entries: list[_Entry], size: int) -> None:
         count = -(-len(entries) // size)  # as even as possible: 9 calls by 8 go as 5 + 4
         bounds = [len(entries) * n // count for n in range(count + 1)]
-        chunks = [_Chunk(entries[a:b]) for a, b in pairwise(bounds)]
+        chunks = [_Chunk(entries[a:b], next(self._numbers)) for a, b in pairwise(bounds)]
+        name = _task_name(entries[0][1])
         try:
             remotes = self._client.map(
                 _run_calls,
-                [chunk.calls() for chunk in chunks],
-                key=_task_name(entries[0][1]),
-                pure=False,
+                [chunk.calls(self._token, self._claims) for chunk in chunks],
+                key=[f"{name}-{self._token}-{chunk.number}" for chunk in chunks],
+                retries=0,  # the loop's Retry decides (and Dask's default may not be 0)
             )
         except Exception as exc:
             if len(entries) > 1:  # one unsendable call (say, unpicklable) fails only itself
@@ -251,7 +383,7 @@ class DaskExecutor:
         with self._lock:
             for chunk, remote in zip(chunks, remotes, strict=True):
                 chunk.remote = remote
-                self._chunks[remote.key] = chunk
+                self._chunks[chunk.number] = chunk
                 for local in chunk.locals:
                     self._chunk_of[local] = chunk
         for remote in remotes:
@@ -276,7 +408,7 @@ class DaskExecutor:
                         cancelled.append(local)
                         hit[id(chunk)] = chunk
                 for chunk in hit.values():
-                    if self._chunks.pop(chunk.remote.key, None) is None:
+                    if self._chunks.pop(chunk.number, None) is None:
                         continue  # the collector has it: it settles the rest
                     stop.append(chunk.remote)
                     again += [e for e in chunk.entries if self._chunk_of.get(e[0]) is chunk]
@@ -288,6 +420,17 @@ class DaskExecutor:
                 self._send(again, 1)
         if stop:
             self.client.cancel(stop, force=True)
+
+    # -- starts, from the workers (on the client's event loop) ----------------------------------
+    def _on_start(self, event: tuple[float, Any]) -> None:
+        """A call has run for a while: its deadline counts from when it started."""
+        try:
+            number, index, wall, elapsed = event[1]
+            chunk = self._chunks.get(number)  # gone: settled, its start came with its outcome
+            if chunk is not None and 0 <= index < len(chunk.locals):
+                mark_started(chunk.locals[index], clock=time.monotonic() - elapsed, wall=wall)
+        except Exception:  # never break the client's event loop over one message
+            log.warning("dask executor: a start event could not be read: %r", event)
 
     # -- collecting ----------------------------------------------------------------------------
     def _collect(self) -> None:
@@ -332,7 +475,8 @@ class DaskExecutor:
     def _settle(self, remotes: list[Any]) -> None:
         """Settle the calls of finished chunks: one bulk gather, one by one for the rest."""
         with self._lock:
-            chunks = [self._chunks.pop(r.key) for r in remotes if r.key in self._chunks]
+            taken = (self._chunks.pop(_chunk_number(r.key), None) for r in remotes)
+            chunks = [chunk for chunk in taken if chunk is not None]
         try:
             finished = [chunk for chunk in chunks if chunk.remote.status == "finished"]
             if finished:
@@ -349,13 +493,12 @@ class DaskExecutor:
                 try:
                     chunk_outcomes = chunk.remote.result()  # KilledWorker, cancelled, recomputed
                 except BaseException as exc:
-                    chunk.settled = True
-                    if len(chunk.locals) > 1 and not isinstance(exc, CancelledError):
-                        self._split(chunk)  # one call may have killed its workers: find it
+                    if _is_killed_worker(exc):
+                        self._lost(chunk, self._where_it_ran(chunk, exc), exc)
                         continue
-                    error = self._worker_death(exc) if _is_killed_worker(exc) else exc
+                    chunk.settled = True
                     for local in chunk.locals:
-                        _fail(local, error)
+                        _fail(local, exc)
                 else:
                     self._deliver(chunk, chunk_outcomes)
         except BaseException as exc:  # unexpected: these futures fail, the collector goes on
@@ -372,27 +515,21 @@ class DaskExecutor:
                         if self._chunk_of.get(local) is chunk:
                             del self._chunk_of[local]
 
-    def _split(self, chunk: _Chunk) -> None:
-        """Send a failed chunk's calls again one to a task, so that a call that crashes its
-        workers (``KilledWorker``) fails alone, as it would have without chunks."""
-        with self._send_lock:
-            with self._lock:
-                again = [e for e in chunk.entries if self._chunk_of.get(e[0]) is chunk]
-                for local, *_ in again:
-                    del self._chunk_of[local]
-            if again:
-                self._send(again, 1)
-
-    def _deliver(self, chunk: _Chunk, outcomes: list[tuple[bool, bytes, float]]) -> None:
+    def _deliver(self, chunk: _Chunk, outcomes: Any) -> None:
         from distributed.protocol.pickle import loads
 
+        if isinstance(outcomes, _Rerun):  # Dask ran it again: its first worker died with it
+            self._lost(chunk, outcomes.first, None)
+            return
         chunk.settled = True
         if len(outcomes) != len(chunk.locals):
             error = RuntimeError(f"{len(outcomes)} outcomes for {len(chunk.locals)} calls")
             for local in chunk.locals:
                 _fail(local, error)
             return
-        for local, (ok, payload, seconds) in zip(chunk.locals, outcomes, strict=True):
+        now = time.monotonic()
+        for local, (ok, payload, seconds, wall) in zip(chunk.locals, outcomes, strict=True):
+            mark_started(local, clock=now - seconds, wall=wall)  # unless announced while it ran
             try:
                 value = loads(payload)
             except Exception as exc:
@@ -405,25 +542,124 @@ class DaskExecutor:
             mean = self._call_seconds
             self._call_seconds = seconds if mean is None else 0.9 * mean + 0.1 * seconds
 
-    def _worker_death(self, killed: Any) -> WorkerProcessDied:
-        """``KilledWorker`` as what happened: which worker, its process, how it ended."""
-        state = killed.last_worker  # the scheduler's WorkerState of the last worker that died
+    # -- a worker that died --------------------------------------------------------------------
+    def _where_it_ran(self, chunk: _Chunk, killed: Any) -> _Where | None:
+        """The worker process a ``KilledWorker`` task was on when it died: where it had claimed
+        itself (when tasks claim themselves; ``None`` if it never started), else the worker
+        the scheduler names."""
+        if self._claims:
+            try:
+                claim = self._client.get_metadata([_CLAIMS, self._token, str(chunk.number)], None)
+            except Exception as exc:  # then which worker, and so which call, is unknown
+                log.warning("dask executor: the scheduler's claims could not be read: %s", exc)
+                return _Where("(unknown address)", None, None)
+            return None if claim is None else _Where(*claim)
+        state = killed.last_worker  # the scheduler's WorkerState of the worker that died
         address = getattr(state, "address", None) or str(state)
-        pid = getattr(state, "pid", None) or None
-        exitcode, unknown = self._exit_status(pid, getattr(state, "nanny", None))
-        notes = [] if unknown is None else [unknown]
-        # Dask counts a batch that only waited in a dying worker's queue as if it ran there.
-        deaths = killed.allowed_failures + 1
-        notes.append(
-            f"Dask gave up on the batch after {deaths} worker{'s' if deaths > 1 else ''} died "
-            "while running it or holding it queued "
-            f"(distributed.scheduler.allowed-failures = {killed.allowed_failures})"
+        return _Where(address, getattr(state, "pid", None) or None, getattr(state, "nanny", None))
+
+    def _lost(self, chunk: _Chunk, where: _Where | None, killed: Any) -> None:
+        """``chunk``'s worker process died before its outcome came back (``where``: the
+        process, ``None`` when the chunk never started). The call that was running fails with
+        WorkerProcessDied; the others are sent again (see the module docstring)."""
+        chunk.settled = True
+        with self._lock:
+            pending = [e for e in chunk.entries if self._chunk_of.get(e[0]) is chunk]
+            for local, *_ in pending:
+                del self._chunk_of[local]
+        if not pending:
+            return
+        running = self._running_call(chunk, where)
+        index_of = {id(local): n for n, local in enumerate(chunk.locals)}
+        failed: list[_Entry] = []
+        again: list[_Entry] = []
+        for entry in pending:
+            hit = running is _UNKNOWN or index_of[id(entry[0])] == running
+            (failed if hit else again).append(entry)
+        if failed:
+            assert where is not None  # a chunk that never started has no running call
+            error = self._death(where, unknown=running is _UNKNOWN, size=len(chunk.locals))
+            if killed is not None:
+                error.__cause__ = killed
+            for local, *_ in failed:
+                _fail(local, error)
+        resend: list[_Entry] = []
+        for entry in again:
+            times = self._resent.get(entry[0], 0) + 1
+            if times > MAX_LOST_RESENDS:
+                error = WorkerProcessDied(
+                    None,
+                    None,
+                    where="Dask workers",
+                    doing=f"{times} times holding this batch",
+                    note="it waited there, or had finished and its result died with them",
+                )
+                _fail(entry[0], error)
+                continue
+            self._resent[entry[0]] = times
+            entry[0].add_done_callback(self._forget_resent)
+            resend.append(entry)
+        if resend:
+            with self._send_lock:
+                self._send(resend, 1)
+
+    def _forget_resent(self, local: Future) -> None:
+        self._resent.pop(local, None)
+
+    def _running_call(self, chunk: _Chunk, where: _Where | None) -> Any:
+        """Index of the call ``chunk`` was running when its worker died; ``None`` when none
+        was (it never started, or its calls were all done); ``_UNKNOWN``."""
+        if where is None:
+            return None
+        if where not in self._records:
+            self._records[where] = self._recorded_starts(where)
+        records = self._records[where]
+        if records is None:
+            return _UNKNOWN
+        index = records.get(chunk.number)
+        return None if index is None or index == _DONE else index
+
+    def _recorded_starts(self, where: _Where) -> dict[int, int] | None:
+        """The dead process's start records, read back by its nanny; ``None`` if it has none
+        (no nanny, no answer, nothing recorded)."""
+        if not where.nanny or where.pid is None:
+            return None
+        from distributed.protocol.pickle import dumps
+
+        try:
+            reply = self._client.sync(
+                self._client.rpc(where.nanny).run,
+                function=dumps(_read_records),
+                args=dumps((self._token, where.pid)),
+            )
+        except Exception as exc:
+            log.warning("dask executor: nanny %s could not be asked: %s", where.nanny, exc)
+            return None
+        if not isinstance(reply, dict) or reply.get("status") != "OK":
+            log.warning("dask executor: nanny %s did not read the records: %r", where.nanny, reply)
+            return None
+        result = reply.get("result")
+        return result if isinstance(result, dict) else None
+
+    def _death(self, where: _Where, *, unknown: bool, size: int) -> WorkerProcessDied:
+        """What happened, as the process pool says it: which worker, its process, how it
+        ended."""
+        exitcode, why = self._exit_status(where.pid, where.nanny)
+        notes = [] if why is None else [why]
+        if self._allowed_failures:
+            notes.append(
+                "the scheduler would have run it again (distributed.scheduler.allowed-failures"
+                f" = {self._allowed_failures}); shardmap does not: only the pipeline's Retry does"
+            )
+        if unknown:
+            notes.append(
+                "shardmap could not learn whether this batch was running there or only "
+                + ("queued" if size == 1 else f"queued or done (one of {size} in a Dask task)")
+                + ": the dead process's start records could not be read from its nanny"
+            )
+        return WorkerProcessDied(
+            where.pid, exitcode, where=f"Dask worker {where.address}", note="; ".join(notes)
         )
-        error = WorkerProcessDied(
-            pid, exitcode, where=f"Dask worker {address}", note="; ".join(notes)
-        )
-        error.__cause__ = killed
-        return error
 
     def _exit_status(self, pid: int | None, nanny: str | None) -> tuple[int | None, str | None]:
         """``(exit code as Process.exitcode has it, None)`` from the nanny's log, or
@@ -460,16 +696,18 @@ class DaskExecutor:
 class _Chunk:
     """Calls sent as one Dask task, and what became of them."""
 
-    __slots__ = ("entries", "locals", "remote", "settled")
+    __slots__ = ("entries", "locals", "number", "remote", "settled")
 
-    def __init__(self, entries: list[_Entry]) -> None:
+    def __init__(self, entries: list[_Entry], number: int) -> None:
         self.entries = entries
         self.locals = [entry[0] for entry in entries]
+        self.number = number  # in its Dask key, its start records and its events
         self.remote: Any = None
         self.settled = False
 
-    def calls(self) -> _Calls:
-        return _Calls([(fn, args, kwargs) for _, fn, args, kwargs in self.entries])
+    def calls(self, token: str, claims: bool) -> _Calls:
+        calls = [(fn, args, kwargs) for _, fn, args, kwargs in self.entries]
+        return _Calls(calls, token, self.number, claims)
 
 
 class _Calls:
@@ -478,37 +716,210 @@ class _Calls:
     hundred items that walk alone cost more than the work. Arguments are passed as given, as by
     ``concurrent.futures``: Dask futures inside them are not resolved."""
 
-    __slots__ = ("calls",)
+    __slots__ = ("calls", "claims", "number", "token")
 
-    def __init__(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]):
+    def __init__(
+        self,
+        calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]],
+        token: str = "",
+        number: int = 0,
+        claims: bool = False,
+    ) -> None:
         self.calls = calls
+        self.token = token
+        self.number = number
+        self.claims = claims
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _Calls, (self.calls,)
+        return _Calls, (self.calls, self.token, self.number, self.claims)
 
 
-def _run_calls(batch: _Calls) -> list[tuple[bool, bytes, float]]:
-    """On a worker: run each call; its value or exception pickled on its own, and its time."""
+# -- on a worker ---------------------------------------------------------------------------------
+def _run_calls(batch: _Calls) -> list[tuple[bool, bytes, float, float]] | _Rerun:
+    """On a worker: run each call; its value or exception pickled on its own, its time and
+    when it started (this machine's clock)."""
     from distributed.protocol.pickle import dumps
 
+    worker = _current_worker()
+    if batch.claims and worker is not None:
+        first = _claim(worker, batch)
+        if first is not None:
+            return _Rerun(first)
     outcomes = []
-    for fn, args, kwargs in batch.calls:
-        started = time.perf_counter()
+    for index, (fn, args, kwargs) in enumerate(batch.calls):
+        wall, started = _PROBE.begin(worker, batch, index)
         try:
             payload = (True, dumps(fn(*args, **kwargs)))
         except BaseException as exc:  # each call fails on its own, as one task per call would
             payload = (False, _pickled_error(task_error(exc, _this_worker())))
-        outcomes.append((*payload, time.perf_counter() - started))
+        _PROBE.end_call()
+        outcomes.append((*payload, time.perf_counter() - started, wall))
+    _PROBE.end(batch)
     return outcomes
 
 
-def _this_worker() -> str:
+def _claim(worker: Any, batch: _Calls) -> _Where | None:
+    """Claim this task on the scheduler before any of its calls runs; where it ran before, if
+    it did (Dask rescheduled it after that worker died)."""
+    from distributed.utils import sync
+
+    keys = [_CLAIMS, batch.token, str(batch.number)]
+    first = sync(worker.loop, worker.scheduler.get_metadata, keys=keys, default=None)
+    if first is not None:
+        return _Where(*first)
+    here = [worker.address, os.getpid(), worker.nanny]
+    sync(worker.loop, worker.scheduler.set_metadata, keys=keys, value=here)
+    return None
+
+
+class _Probe:
+    """On a worker process: the call each thread runs, told to whoever needs it.
+
+    * Its nanny, if the process dies: each thread rewrites a record in a file of its own as a
+      call starts and once its task's calls are done (:func:`_records_dir`). A ``pwrite`` in
+      place costs a microsecond or two and outlives the process (SIGKILL, the OOM killer).
+    * The driver, while the call runs: a watcher thread announces each call that has run
+      :data:`LIVE_START_SECONDS` (``Worker.log_event`` on the executor's topic).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # guards the fields below, and writes to the files
+        self.files: dict[tuple[str, int], int | None] = {}  # (token, thread) -> fd (None: failed)
+        self.closed: set[str] = set()  # tokens whose executor closed: record nothing more
+        # thread -> [worker, token, chunk number, call index, wall start, perf start, announced]
+        self.running: dict[int, list[Any] | None] = {}
+        self.busy = threading.Event()
+        self.watcher: threading.Thread | None = None
+
+    def begin(self, worker: Any, batch: _Calls, index: int) -> tuple[float, float]:
+        thread = threading.get_ident()
+        self._record(batch.token, thread, f"{batch.number} {index}")  # before the call runs
+        wall, started = time.time(), time.perf_counter()
+        with self.lock:
+            self.running[thread] = [worker, batch.token, batch.number, index, wall, started, False]
+            self.busy.set()
+            if self.watcher is None and worker is not None:
+                self.watcher = threading.Thread(
+                    target=self._watch, name="shardmap-dask-starts", daemon=True
+                )
+                self.watcher.start()
+        return wall, started
+
+    def end_call(self) -> None:
+        with self.lock:
+            self.running[threading.get_ident()] = None
+
+    def end(self, batch: _Calls) -> None:
+        thread = threading.get_ident()
+        self._record(batch.token, thread, f"{batch.number} {_DONE}")
+        with self.lock:
+            self.running.pop(thread, None)
+            if not self.running:
+                self.busy.clear()
+
+    def _record(self, token: str, thread: int, text: str) -> None:
+        key = (token, thread)
+        data = text.encode().ljust(32)
+        # Under the lock, so that close() never closes an fd a write is about to use (the
+        # number could then name another file): calls abandoned by the loop may still run.
+        with self.lock:
+            if token in self.closed:
+                return
+            fd = self.files.get(key, -1)
+            if fd == -1:
+                fd = self.files[key] = _open_record(token, thread)
+            if fd is not None:
+                try:
+                    os.pwrite(fd, data, 0)
+                except OSError:  # it records nothing more: its nanny then says "unknown"
+                    self.files[key] = None
+
+    def close(self, token: str) -> None:
+        with self.lock:
+            self.closed.add(token)
+            for key in [key for key in self.files if key[0] == token]:
+                fd = self.files.pop(key)
+                if fd is not None:
+                    with suppress(OSError):
+                        os.close(fd)
+
+    def _watch(self) -> None:
+        while True:
+            self.busy.wait()
+            time.sleep(LIVE_START_SECONDS)
+            now = time.perf_counter()
+            due = []
+            with self.lock:
+                for entry in self.running.values():
+                    if entry is not None and not entry[6] and now - entry[5] >= LIVE_START_SECONDS:
+                        entry[6] = True
+                        due.append(entry)
+            for worker, token, number, index, wall, started, _ in due:
+                try:
+                    elapsed = time.perf_counter() - started
+                    worker.log_event(_topic(token), [number, index, wall, elapsed])
+                except Exception:  # a worker closing: its tasks' outcomes tell the rest
+                    log.debug("dask worker: announcing a start failed", exc_info=True)
+
+
+_PROBE = _Probe()
+
+
+def _topic(token: str) -> str:
+    return f"shardmap-starts-{token}"
+
+
+def _records_dir(token: str) -> str:
+    """Where a worker machine keeps one executor opening's start records (the worker and its
+    nanny share the machine, and so the temporary directory)."""
+    return os.path.join(tempfile.gettempdir(), "shardmap-dask", token)
+
+
+def _open_record(token: str, thread: int) -> int | None:
+    folder = _records_dir(token)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{os.getpid()}-{thread}")
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        log.warning("dask worker: cannot record call starts under %s", folder, exc_info=True)
+        return None
+
+
+def _read_records(token: str, pid: int) -> dict[int, int] | None:
+    """On a nanny: what process ``pid`` recorded, chunk number -> the call it was running
+    (``_DONE``: all done); ``None`` when it recorded nothing."""
+    paths = glob.glob(os.path.join(_records_dir(token), f"{pid}-*"))
+    if not paths:
+        return None
+    records: dict[int, int] = {}
+    for path in paths:
+        with contextlib.suppress(OSError, ValueError), open(path) as f:
+            number, index = f.read().split()
+            records[int(number)] = int(index)
+    return records
+
+
+def _drop_records(token: str) -> None:
+    """On each worker (and on the driver for its own LocalCluster): forget an opening's records."""
+    _PROBE.close(token)
+    shutil.rmtree(_records_dir(token), ignore_errors=True)
+
+
+def _current_worker() -> Any:
     try:
         from distributed import get_worker
 
-        return f"Dask worker {get_worker().address} (process {os.getpid()})"
+        return get_worker()
     except Exception:  # not on a worker (a test calling it directly)
+        return None
+
+
+def _this_worker() -> str:
+    worker = _current_worker()
+    if worker is None:
         return f"process {os.getpid()}"
+    return f"Dask worker {worker.address} (process {os.getpid()})"
 
 
 def _is_killed_worker(exc: BaseException) -> bool:
@@ -545,6 +956,11 @@ def _task_name(fn: Any) -> str:
     while isinstance(fn, partial):
         fn = fn.func
     return str(getattr(fn, "__name__", type(fn).__name__)).strip("<>") or "call"
+
+
+def _chunk_number(key: Any) -> int:
+    """A chunk's number from its Dask key (``<name>-<token>-<number>``)."""
+    return int(str(key).rsplit("-", 1)[1])
 
 
 def _succeed(local: Future, value: Any) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 from runner.errors import ExecutorError
+from runner.executors.base import mark_started
 from runner.executors.procpool import IsolatedProcessPool
 
 __all__ = ["DaemonThreadPool", "InlineExecutor", "LocalExecutor"]
@@ -25,6 +26,7 @@ class InlineExecutor(_PoolExecutor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         future: Future = Future()
+        mark_started(future)
         try:
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:
@@ -51,7 +53,9 @@ class DaemonThreadPool(_PoolExecutor):
     while a fresh thread takes its place, so ``max_workers`` calls can still run.
 
     Threads start on demand, as in ``ThreadPoolExecutor``; a call's exception, whatever its
-    class, fails its own future.
+    class, fails its own future. A call's future records when a thread took it
+    (:func:`runner.executors.base.started_at`): time queued behind busy threads is not running
+    time.
 
     >>> with DaemonThreadPool(2) as pool:
     ...     pool.submit(pow, 2, 10).result()
@@ -145,6 +149,7 @@ class DaemonThreadPool(_PoolExecutor):
                 self._unclaimed -= 1
                 started = call.future.set_running_or_notify_cancel()  # False: cancelled
                 if started:
+                    mark_started(call.future)  # its TimeoutSeconds counts from here
                     self._running[call.future] = me
                 else:
                     self._idle += 1
@@ -172,6 +177,7 @@ class LocalExecutor:
 
     name = "local"
     prefetch = 2
+    reports_starts = True  # every pool below marks a call's start (runner.executors.base)
 
     def __init__(self, mode: Mode = "threads", max_workers: int | None = None) -> None:
         if mode not in ("threads", "processes", "inline"):

@@ -15,7 +15,10 @@ process died and which task that process held::
                                    └── reply, or its death ◄──┘
 
 A task whose process dies fails with :class:`WorkerProcessDied`; the pool starts a replacement
-process when work is waiting, so capacity stays ``max_workers``.
+process when work is waiting, so capacity stays ``max_workers``. A task's future records when
+it started (:func:`runner.executors.base.started_at`): the moment the manager hands it to a
+worker process that is up and idle, waiting on its pipe, so it starts at once. Time queued
+behind other tasks, or while a process starts, is not running time.
 
 Workers never outlive the driver: each holds the read end of a second pipe whose write end only
 the driver holds, and a thread in the worker blocks on it; end-of-file (the driver died, even by
@@ -57,6 +60,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from runner.errors import ExecutorError
+from runner.executors.base import mark_started
 
 __all__ = ["IsolatedProcessPool", "TaskExited", "WorkerProcessDied"]
 
@@ -77,7 +81,7 @@ class WorkerProcessDied(ExecutorError):
     when it died on its own.
 
     ``where`` names the process when it is not one of this pool's (``"Dask worker
-    tcp://..."``), ``note`` adds what else is known.
+    tcp://..."``), ``note`` adds what else is known, ``doing`` replaces "running this batch".
 
     >>> str(WorkerProcessDied(1234, 3))
     'worker process 1234 died running this batch (exit code 3)'
@@ -93,25 +97,28 @@ class WorkerProcessDied(ExecutorError):
         *,
         where: str | None = None,
         note: str | None = None,
+        doing: str = "running this batch",
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.stopped_by = stopped_by
         self.where = where
         self.note = note
+        self.doing = doing
         if where:
             who = where if pid is None else f"{where} (process {pid})"
         else:
             who = f"worker process {pid}"
         if stopped_by:
-            message = f"{who} was stopped (SIGKILL) by {stopped_by} while running this batch"
+            message = f"{who} was stopped (SIGKILL) by {stopped_by} while {doing}"
         else:
-            message = f"{who} died running this batch ({_describe_exit(exitcode)})"
+            message = f"{who} died {doing} ({_describe_exit(exitcode)})"
         super().__init__(f"{message}; {note}" if note else message)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The default would rebuild from ``args`` (the message alone) and fail.
-        return _rebuild_died, (self.pid, self.exitcode, self.stopped_by, self.where, self.note)
+        fields = (self.pid, self.exitcode, self.stopped_by, self.where, self.note, self.doing)
+        return _rebuild_died, fields
 
 
 def _rebuild_died(
@@ -120,8 +127,9 @@ def _rebuild_died(
     stopped_by: str | None,
     where: str | None,
     note: str | None,
+    doing: str = "running this batch",
 ) -> WorkerProcessDied:
-    return WorkerProcessDied(pid, exitcode, stopped_by, where=where, note=note)
+    return WorkerProcessDied(pid, exitcode, stopped_by, where=where, note=note, doing=doing)
 
 
 class TaskExited(ExecutorError):
@@ -362,7 +370,8 @@ class IsolatedProcessPool(Executor):
     def _fill(self) -> None:
         """Give queued tasks to idle workers in FIFO order, starting processes as needed."""
         while True:
-            for worker, payload in self._assign():
+            for worker, future, payload in self._assign():
+                mark_started(future)  # before the send: its reply is read by this thread, later
                 self._send(worker, payload)
             with self._lock:
                 self._drop_cancelled()
@@ -371,9 +380,9 @@ class IsolatedProcessPool(Executor):
                     return
             self._add(self._spawn())
 
-    def _assign(self) -> list[tuple[_Worker, bytes]]:
+    def _assign(self) -> list[tuple[_Worker, Future[Any], bytes]]:
         with self._lock:
-            assigned: list[tuple[_Worker, bytes]] = []
+            assigned: list[tuple[_Worker, Future[Any], bytes]] = []
             if self._killing:
                 return assigned
             for worker in self._workers:
@@ -384,7 +393,7 @@ class IsolatedProcessPool(Executor):
                     if task is None:
                         break
                     worker.future = task.future
-                    assigned.append((worker, task.payload))
+                    assigned.append((worker, task.future, task.payload))
             return assigned
 
     def _finished(self) -> bool:

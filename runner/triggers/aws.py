@@ -127,7 +127,7 @@ def deploy_triggers(
     """
     import boto3
 
-    from runner.aws.deploy import _allow, _ensure_role
+    from runner.aws.iam import allow, ensure_role
 
     session = session or boto3.session.Session(region_name=region)
     triggers = _selected(config, pipeline)
@@ -142,10 +142,10 @@ def deploy_triggers(
     iam = session.client("iam", region_name=region)
     policy = {
         "Version": "2012-10-17",
-        "Statement": [_allow("StartTriggeredRuns", ["states:StartExecution"], [state_machine_arn])],
+        "Statement": [allow("StartTriggeredRuns", ["states:StartExecution"], [state_machine_arn])],
     }
     role_name = f"shardmap-{name}-events"[:64]
-    role_arn = _ensure_role(iam, role_name, "events.amazonaws.com", policy, done.actions)
+    role_arn = ensure_role(iam, role_name, "events.amazonaws.com", policy, done.actions)
 
     events = session.client("events", region_name=region)
     for trigger in triggers:

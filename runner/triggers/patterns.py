@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from runner.errors import SpecError
+from runner.errors import PatternError
 
 __all__ = ["PatternError", "matches", "validate"]
 
@@ -52,10 +52,6 @@ _STRING_OPS = ("prefix", "suffix", "equals-ignore-case", "wildcard")
 MAX_PATTERN_CHARS = 4096  # AWS's limit on a rule's EventPattern
 
 
-class PatternError(SpecError):
-    """An event pattern breaks EventBridge's rules; ``path`` names the offending field."""
-
-
 # -- validation ----------------------------------------------------------------------------------
 
 
@@ -65,7 +61,7 @@ def validate(pattern: Any, path: str = "pattern") -> None:
     >>> validate({"key": [{"wildcard": "in/**"}]})
     Traceback (most recent call last):
     ...
-    runner.triggers.patterns.PatternError: pattern.key[0].wildcard: consecutive wildcard ...
+    runner.errors.PatternError: pattern.key[0].wildcard: consecutive wildcard ...
     """
     if len(json.dumps(pattern)) > MAX_PATTERN_CHARS:
         raise PatternError(path, f"longer than {MAX_PATTERN_CHARS} characters")

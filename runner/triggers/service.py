@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,13 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ShardmapError
-from runner.journal import Journal, JournalError, journal_path
+from runner.journal import Journal, delete_run, find_run
 from runner.spec import MapSpec
+from runner.status import map_run_result
 from runner.triggers.config import Trigger, TriggerConfig, load_config
 from runner.triggers.events import ObjectCreated, Refused, from_listing, parse_message, safe_text
 from runner.triggers.ledger import Claim, Ledger, Mark
 from runner.triggers.notify import message_for, send
 from runner.triggers.patterns import matches
+from runner.types import MapRunResult
 
 __all__ = ["TriggerService", "serve"]
 
@@ -349,8 +350,8 @@ class TriggerService:
                 log.log(level, "trigger %s: run %s %s", claim.trigger, run_id, status)
         self._notify(run_id)
 
-    def _run_or_resume(self, claim: Claim) -> Any:
-        from runner import engine
+    def _run_or_resume(self, claim: Claim) -> MapRunResult:
+        from runner import resume, run  # the public API; imported late, as the CLI does
 
         trigger = self._trigger(claim.trigger)
         if trigger is None:
@@ -358,18 +359,17 @@ class TriggerService:
         spec = self.specs.get(claim.pipeline)
         if spec is None or claim.pipeline not in trigger.pipelines():
             raise ShardmapError(f"pipeline {claim.pipeline!r} is no longer allowed")
-        path = journal_path(self.state_dir, claim.run_id)
-        if path.exists():
-            state = self._journal_state(claim.run_id)
-            if state == "RUNNING":
-                log.info("trigger %s: resuming run %s", claim.trigger, claim.run_id)
-                self._ledger.running(claim.run_id)
-                return engine.resume(claim.run_id, state_dir=self.state_dir)
-            if state is not None:  # it ended; only the ledger missed it
-                return _result_from_journal(self.state_dir, claim.run_id)
-            path.unlink()  # created but never written (killed inside Journal.create)
-            for extra in ("-wal", "-shm"):
-                Path(f"{path}{extra}").unlink(missing_ok=True)
+        row = find_run(self.state_dir, claim.run_id)
+        if row is not None and row.status == "RUNNING":
+            log.info("trigger %s: resuming run %s", claim.trigger, claim.run_id)
+            self._ledger.running(claim.run_id)
+            return resume(claim.run_id, state_dir=self.state_dir)
+        if row is not None:  # it ended; only the ledger missed it
+            with Journal.open(self.state_dir, claim.run_id, readonly=True) as journal:
+                return map_run_result(journal)
+        # No run row: no journal, or one created but never written (killed inside
+        # Journal.create), which would keep the run id from being used again.
+        delete_run(self.state_dir, claim.run_id)
         self._ledger.running(claim.run_id)
         obj = claim.object
         if spec.input_type == "MANIFEST":
@@ -377,7 +377,7 @@ class TriggerService:
             # manifest_locations): never local files, never another bucket by default.
             scope = trigger.manifest_scope(obj.bucket, self.config.source)
             spec = spec.replace(allowed_locations=scope)
-        return engine.run(
+        return run(
             spec,
             run_input=obj.run_input(trigger.name),
             source=obj.url if trigger.source == "object" else None,
@@ -386,13 +386,6 @@ class TriggerService:
             run_id=claim.run_id,
             state_dir=self.state_dir,
         )
-
-    def _journal_state(self, run_id: str) -> str | None:
-        try:
-            with Journal.open(self.state_dir, run_id, readonly=True) as journal:
-                return journal.run().status
-        except (JournalError, OSError, ValueError, sqlite3.DatabaseError):
-            return None  # no run row yet: the process died inside Journal.create
 
     # -- notifications -----------------------------------------------------------------------
     def _notify(self, run_id: str) -> None:
@@ -420,42 +413,6 @@ class TriggerService:
                 future = self.futures.get(claim.run_id)
             if future is None or future.done():
                 self._notify(claim.run_id)
-
-
-def _result_from_journal(state_dir: str, run_id: str) -> Any:
-    """A MapRunResult-like record of a run that ended, read back from its journal."""
-    from runner.engine import Counts, MapRunResult
-    from runner.status import describe_map_run
-    from runner.types import RunStatus
-
-    with Journal.open(state_dir, run_id, readonly=True) as journal:
-        row = journal.run()
-        described = describe_map_run(journal)
-    items = described["itemCounts"]
-    counts = Counts(
-        pending=items["pending"],
-        running=items["running"],
-        succeeded=items["succeeded"],
-        failed=items["failed"],
-        timed_out=items["timedOut"],
-        aborted=items["aborted"],
-        total=items["total"],
-        results_written=items.get("resultsWritten", 0),
-    )
-    now = datetime.now(UTC)
-    return MapRunResult(
-        run_id=run_id,
-        map_run_arn=row.map_run_arn,
-        status=RunStatus(row.status),
-        item_counts=counts,
-        execution_counts=counts,
-        manifest_url=row.manifest_url,
-        output=None,
-        start_date=now,
-        stop_date=now,
-        error=row.error,
-        cause=row.cause,
-    )
 
 
 def serve(config_path: str, *, once: bool = False) -> TriggerService:
