@@ -26,13 +26,20 @@ keeping the spec above this module is what keeps the two free of an import cycle
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runner.constants import GET_OBJECT, LAMBDA_INVOKE, LIST_OBJECTS, PUT_OBJECT
 from runner.errors import SpecError
 
-__all__ = ["LAMBDA_INVOKE", "REDUCE_STATE", "definition_of", "lambda_arn", "pipeline_of"]
+__all__ = [
+    "LAMBDA_INVOKE",
+    "REDUCE_STATE",
+    "definition_of",
+    "lambda_arn",
+    "pipeline_of",
+    "walk_states",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,39 @@ _MAP_FIELDS = (
     "ToleratedFailureCountPath",
     "ResultWriter",
 )
+
+
+def walk_states(machine: Any, path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every state of ``machine`` with its field path, depth first: each state, then the
+    states of its ``ItemProcessor`` (or ``Iterator``) and of each of its ``Branches``.
+
+    ``machine`` is a definition or any mapping shaped like one (a Map's ItemProcessor, a
+    Parallel branch), whose own path is ``path`` (``""`` for a definition). List positions are
+    path segments (``States.P.Branches.0.States.M``), the spelling of every field path in
+    :func:`runner.aws.checks.check_asl` problems. Anything that is not an object where a state
+    machine or a state should be is passed over: saying so is the validator's job.
+
+    >>> pass_state = {"Type": "Pass", "End": True}
+    >>> branch = {"StartAt": "A", "States": {"A": pass_state}}
+    >>> machine = {"StartAt": "P", "States": {"P": {"Type": "Parallel", "Branches": [branch]}}}
+    >>> [path for path, _ in walk_states(machine)]
+    ['States.P', 'States.P.Branches.0.States.A']
+    """
+    states = machine.get("States") if isinstance(machine, Mapping) else None
+    if not isinstance(states, Mapping):
+        return
+    base = f"{path}.States" if path else "States"
+    for name, state in states.items():
+        if not isinstance(state, Mapping):
+            continue
+        here = f"{base}.{name}"
+        yield here, state
+        for key in ("ItemProcessor", "Iterator"):
+            yield from walk_states(state.get(key), f"{here}.{key}")
+        branches = state.get("Branches")
+        if isinstance(branches, list | tuple):
+            for number, branch in enumerate(branches):
+                yield from walk_states(branch, f"{here}.Branches.{number}")
 
 
 def lambda_arn(worker: str, region: str = "us-east-1", account: str = "123456789012") -> str:

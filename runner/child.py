@@ -27,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runner.batcher import dumps
+from runner.batcher import Batch, encode_input
 from runner.constants import AWS_MAX_OUTPUT_BYTES
 from runner.errors import WorkerError
+from runner.jsontext import dumps
 from runner.registry import resolve_worker, worker_info
 from runner.shards import BatchRef, materialize
 
@@ -54,10 +55,14 @@ def run_ref(
     run the child (:func:`run_child`).
 
     A read error raises (the driver fails the run with States.ItemReaderFailed, as a driver-side
-    read would); a selection error fails the batch without running it.
+    read would); a selection error, or an item JSON cannot encode (see
+    :func:`~runner.batcher.encode_input`), fails the batch without running it.
     """
     child_input, error, cause = materialize(ref)
-    input_json = dumps(child_input)
+    items = child_input["Items"] if ref.batched else [child_input]
+    batch = Batch(0, ref.first_index, items, ref.batch_input, ref.batched, error, cause)
+    input_json = encode_input(batch)  # the driver's encoding, and its checks, done here
+    child_input, error, cause = batch.child_input(), batch.error, batch.cause
     if error is not None:
         return ChildOutcome(False, None, error, cause, input_json=input_json, final=True)
     outcome = run_child(worker, child_input, output_limit=output_limit)
@@ -95,7 +100,7 @@ def run_child(
     except Exception as exc:
         return failed(type(exc).__name__, _cause(exc))
     try:
-        output_json = _ENCODER.encode(output)
+        output_json = dumps(output)
     except (TypeError, ValueError, RecursionError) as exc:  # NaN, a set, a cycle, ...
         # Lambda's words for output it cannot serialise; the traceback would only show ours.
         message = f"Unable to marshal response: {exc}"
@@ -128,10 +133,6 @@ def _columnar_args(child_input: Any) -> tuple[Any, Any]:
     if isinstance(child_input, dict) and "Items" in child_input:
         return pa.Table.from_pylist(child_input["Items"]), child_input.get("BatchInput")
     return pa.Table.from_pylist([child_input]), None
-
-
-# NaN, Infinity and non-JSON types in an output are the worker's error (Runtime.MarshalError).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _cause(exc: BaseException, error_type: str | None = None, message: str | None = None) -> str:

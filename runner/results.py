@@ -43,6 +43,8 @@ import ijson
 from fsspec.core import url_to_fs
 
 from runner.errors import InputNotFound, ReaderError, SpecError, WriterError, storage_error
+from runner.jsontext import dumps
+from runner.readers._io import is_local_disk, protocols
 from runner.readers.base import MAX_NESTING_DEPTH
 from runner.readers.json import DepthLimitedFile, JsonDepth, check_depth
 from runner.readers.jsonl import deepest_line, too_deep
@@ -77,8 +79,6 @@ _RESULT_TYPE = {
 _BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 _SUCCESS_REDRIVE = ("NOT_REDRIVABLE", "Execution is SUCCEEDED and cannot be redriven")
 _MAX_NAME = 80  # AWS execution-name limit
-# compact like AWS's Input/Output strings; NaN would make files strict parsers reject
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _NAME_TAIL = re.compile(r"-b\d+-i(\d+)-n(\d+)\Z")
 
 
@@ -330,7 +330,7 @@ class ResultWriter:
     def _open(self, name: str) -> IO[bytes]:
         path = posixpath.join(self._run_path, name)
         with _storage(f"{self.run_url}/{name}", "create"):
-            if not self._dirs_made and _is_local(self._fs):
+            if not self._dirs_made and is_local_disk(self._fs):
                 self._fs.makedirs(self._run_path, exist_ok=True)  # object stores need no dirs
                 self._dirs_made = True
             handle = self._fs.open(path, "wb")
@@ -431,19 +431,10 @@ def _one_of(values: tuple[str, ...]) -> str:
 
 
 def _bucket_and_prefix(fs: Any, root: str, dest_url: str) -> tuple[str, str]:
-    if _protocols(fs) & _BUCKET_PROTOCOLS:
+    if protocols(fs) & _BUCKET_PROTOCOLS:
         bucket, _, prefix = root.strip("/").partition("/")
         return bucket, prefix
     return dest_url, ""
-
-
-def _protocols(fs: Any) -> set[str]:
-    proto = fs.protocol
-    return set(proto) if isinstance(proto, tuple | list) else {proto}
-
-
-def _is_local(fs: Any) -> bool:
-    return bool(_protocols(fs) & {"file", "local"})
 
 
 @contextlib.contextmanager
@@ -531,14 +522,14 @@ def _aws_date(when: datetime) -> str:
 
 def _json_text(value: Any, name: str, what: str) -> str:
     try:
-        return _ENCODER.encode(value)
+        return dumps(value)
     except (TypeError, ValueError) as exc:  # NaN or a non-JSON type would corrupt the file
         raise WriterError(f"child {name}: {what} is not valid JSON: {exc}") from exc
 
 
 def _dump_value(value: Any, name: str) -> bytes:
     try:
-        text = _ENCODER.encode(value)
+        text = dumps(value)
     except (TypeError, ValueError) as exc:
         raise WriterError(f"child {name}: result is not valid JSON: {exc}") from exc
     return text.encode()

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 server (SeaweedFS) on loopback for the whole session."""
+"""Shared fixtures: a real S3 server (SeaweedFS) on loopback for the whole session, and real
+Dask LocalClusters."""
 
 from __future__ import annotations
 
@@ -66,3 +67,40 @@ def state_dir(tmp_path, monkeypatch):
     path = tmp_path / "state"
     monkeypatch.setenv("SHARDMAP_STATE_DIR", str(path))
     return path
+
+
+# -- Dask: real LocalClusters of two single-threaded worker processes --------------------------
+def _local_cluster():
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One LocalCluster per test module that asks for it; yields ``(cluster, client)``."""
+    from distributed import Client
+
+    with _local_cluster() as local, Client(local) as client:
+        yield local, client
+
+
+@pytest.fixture
+def dask_scheduler(cluster, monkeypatch):
+    """The shared cluster's address, also given to runs as ``SHARDMAP_DASK_SCHEDULER``."""
+    local, _ = cluster
+    monkeypatch.setenv("SHARDMAP_DASK_SCHEDULER", local.scheduler_address)
+    return local.scheduler_address
+
+
+@pytest.fixture
+def own_cluster(monkeypatch):
+    """A cluster of its own for a test that kills workers, used through
+    ``SHARDMAP_DASK_SCHEDULER``; yields ``(cluster, client)``. LocalCluster closes a worker's
+    nanny for good when that worker is gone again ``lost-worker-timeout`` (15 s) after an
+    earlier death, so kills in one shared cluster can strand later tests with one worker."""
+    from distributed import Client
+
+    with _local_cluster() as local, Client(local) as client:
+        monkeypatch.setenv("SHARDMAP_DASK_SCHEDULER", local.scheduler_address)
+        yield local, client

@@ -18,41 +18,7 @@ from tests.comparing import comparable
 W = "tests.workers_for_tests"
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as local,
-        Client(local) as client,
-    ):
-        yield local, client
-
-
-@pytest.fixture
-def dask_scheduler(cluster, monkeypatch):
-    local, _ = cluster
-    monkeypatch.setenv("SHARDMAP_DASK_SCHEDULER", local.scheduler_address)
-    return local.scheduler_address
-
-
-@pytest.fixture
-def own_cluster(monkeypatch):
-    """A cluster of its own for a test that kills workers: LocalCluster closes a worker's
-    nanny for good when that worker is gone again ``lost-worker-timeout`` (15 s) after an
-    earlier death, so kills in one shared cluster can strand later tests with one worker."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as local,
-        Client(local) as client,
-    ):
-        monkeypatch.setenv("SHARDMAP_DASK_SCHEDULER", local.scheduler_address)
-        yield local, client
+# The Dask fixtures (cluster, dask_scheduler, own_cluster) are in tests/conftest.py.
 
 
 def write_jsonl(path: Path, items: list[Any]) -> str:

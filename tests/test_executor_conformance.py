@@ -30,7 +30,6 @@ from runner.executors.dask import MAX_CHUNK, DaskExecutor
 from runner.executors.local import LocalExecutor
 from runner.journal import Journal
 from tests.comparing import comparable
-from tests.test_dask import cluster, own_cluster  # noqa: F401 - fixtures, shared with test_dask
 
 HERE = "tests.test_executor_conformance"
 SLOTS = 2  # every executor here runs two batches at once (inline: one)

@@ -107,20 +107,7 @@ def failed_rows(manifest_url: str) -> Any:
     return frame[frame["status"] != "SUCCEEDED"]
 
 
-@pytest.fixture
-def own_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A LocalCluster of this test's own (its workers get killed), used through
-    ``SHARDMAP_DASK_SCHEDULER``; yields the client."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as local,
-        Client(local) as client,
-    ):
-        monkeypatch.setenv("SHARDMAP_DASK_SCHEDULER", local.scheduler_address)
-        yield client
+# own_cluster (tests/conftest.py): a LocalCluster of the test's own, as its workers get killed.
 
 
 # -- a worker process that dies: which one, and how --------------------------------------------
@@ -131,14 +118,13 @@ def own_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     ids=["sigkill", "exit-7"],
 )
 def test_a_dask_worker_death_names_the_worker_its_process_and_how_it_ended(
-    tmp_path: Path, own_cluster: Any, death: dict[str, int], described: str
+    tmp_path: Path, own_cluster: tuple[Any, Any], death: dict[str, int], described: str
 ) -> None:
     """Dask says only ``KilledWorker``; the batch's Cause must say which worker died, that its
     process ended and how (the nanny's report). It fails at that first death, though this
     scheduler's allowed-failures would have Dask run it again: only Retry reruns a batch."""
-    own_cluster.run_on_scheduler(
-        lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 1)
-    )
+    _, client = own_cluster
+    client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 1))
     items = [{"n": n, "die": n == 15} for n in range(40)]
     # MaxConcurrency 1: no innocent batch waits on the dying worker (Dask would count it too).
     spec = spec_for(
@@ -149,7 +135,7 @@ def test_a_dask_worker_death_names_the_worker_its_process_and_how_it_ended(
         MaxConcurrency=1,
         ItemBatcher={"MaxItemsPerBatch": 10, "BatchInput": death},
     )
-    before = set(own_cluster.run(os.getpid).values())
+    before = set(client.run(os.getpid).values())
     result = run(spec, executor="dask", shard_reading=False)  # no index task on the victim
     assert result.succeeded, (result.error, result.cause)
     failed = failed_rows(result.manifest_url)
@@ -159,7 +145,7 @@ def test_a_dask_worker_death_names_the_worker_its_process_and_how_it_ended(
     assert "Dask worker tcp://127.0.0.1:" in cause and "(process " in cause
     assert "died running this batch" in cause and described in cause
     assert "would have run it again" in cause and "allowed-failures = 1" in cause
-    assert len(before - set(own_cluster.run(os.getpid).values())) == 1  # one worker died
+    assert len(before - set(client.run(os.getpid).values())) == 1  # one worker died
 
 
 @pytest.mark.parametrize(
@@ -191,7 +177,7 @@ def test_a_pool_worker_death_names_its_process_and_how_it_ended(
 # -- SystemExit and KeyboardInterrupt from a task ----------------------------------------------
 @pytest.mark.slow
 def test_sys_exit_in_a_dask_worker_fails_its_batch_and_the_cli_exits_1(
-    tmp_path: Path, own_cluster: Any
+    tmp_path: Path, own_cluster: tuple[Any, Any]
 ) -> None:
     """Issue 21: on Dask ``sys.exit(3)`` in a worker gave exit 0. A worker that exits is a
     failed batch; the run fails (nothing tolerated) and the CLI says so with exit 1."""
@@ -231,10 +217,11 @@ def pool() -> Iterator[tuple[IsolatedProcessPool, Any]]:
 
 
 @pytest.fixture
-def dask_executor(own_cluster: Any) -> Iterator[tuple[DaskExecutor, Any]]:
+def dask_executor(own_cluster: tuple[Any, Any]) -> Iterator[tuple[DaskExecutor, Any]]:
     """The Dask executor on a two-worker cluster, and how to list its worker pids."""
+    _, client = own_cluster
     with DaskExecutor() as executor:
-        yield executor, lambda: set(own_cluster.run(os.getpid).values())
+        yield executor, lambda: set(client.run(os.getpid).values())
 
 
 @pytest.mark.parametrize("where", ["pool", "dask_executor"])

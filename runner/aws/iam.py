@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runner.asl import walk_states
 from runner.constants import GET_OBJECT, LAMBDA_INVOKE, LIST_OBJECTS, PUT_OBJECT
 from runner.errors import SpecError
 from runner.spec import MapSpec
@@ -157,31 +158,10 @@ def _function_arn(name: str, machine: _Arn) -> str:
     return f"arn:{machine.partition}:lambda:{machine.region}:{machine.account}:function:{name}"
 
 
-def _walk_states(states: Mapping[str, Any], path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for name, state in states.items():
-        if not isinstance(state, Mapping):
-            continue
-        here = f"{path}.{name}"
-        yield here, state
-        for key in ("ItemProcessor", "Iterator"):
-            inner = state.get(key)
-            if isinstance(inner, Mapping) and isinstance(inner.get("States"), Mapping):
-                yield from _walk_states(inner["States"], f"{here}.{key}.States")
-        for number, branch in enumerate(state.get("Branches") or []):
-            if isinstance(branch, Mapping) and isinstance(branch.get("States"), Mapping):
-                yield from _walk_states(branch["States"], f"{here}.Branches[{number}].States")
-
-
-def _all_states(definition: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    states = definition.get("States")
-    if isinstance(states, Mapping):
-        yield from _walk_states(states, "States")
-
-
 def _function_names(definition: Mapping[str, Any]) -> list[str]:
     """Every Lambda a Task invokes (``lambda:invoke`` FunctionName, or a bare function ARN)."""
     found: list[str] = []
-    for path, state in _all_states(definition):
+    for path, state in walk_states(definition):
         if state.get("Type") != "Task":
             continue
         resource = str(state.get("Resource", ""))
@@ -200,7 +180,7 @@ def _function_names(definition: Mapping[str, Any]) -> list[str]:
 
 
 def _map_states(definition: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for path, state in _all_states(definition):
+    for path, state in walk_states(definition):
         if state.get("Type") == "Map" and ("ItemReader" in state or "ResultWriter" in state):
             yield path, state
 

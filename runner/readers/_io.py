@@ -22,7 +22,15 @@ from runner.errors import (
     storage_error,
 )
 
-__all__ = ["compression_of", "filesystem", "open_binary", "open_text"]
+__all__ = [
+    "compression_of",
+    "filesystem",
+    "is_local_disk",
+    "open_binary",
+    "open_text",
+    "protocols",
+    "url_of",
+]
 
 # What a storage or decompression stream raises mid-read: network and disk errors (OSError),
 # truncated gzip (EOFError), corrupt gzip (zlib.error), corrupt zstd (zstandard.ZstdError).
@@ -68,7 +76,7 @@ def open_binary(
     try:
         fs, path = filesystem(url, storage_options)
         raw = (
-            fs.open(path, "rb", block_size=block_size) if not _is_local(fs) else fs.open(path, "rb")
+            fs.open(path, "rb") if is_local_disk(fs) else fs.open(path, "rb", block_size=block_size)
         )
     except OSError as exc:  # missing, permission, network: the one table decides which
         if "does not exist" in str(exc) and not isinstance(exc, PermissionError):
@@ -102,5 +110,29 @@ def open_text(
         yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline)
 
 
-def _is_local(fs) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+def protocols(fs: Any) -> frozenset[str]:
+    """Every protocol name of the fsspec filesystem ``fs`` (fsspec gives one or a tuple)."""
+    proto = fs.protocol
+    return frozenset(proto) if isinstance(proto, tuple | list) else frozenset((proto,))
+
+
+def is_local_disk(fs: Any) -> bool:
+    """Whether ``fs`` is this machine's file system (fsspec's ``file``/``local``): its paths
+    are OS paths, folders must exist before a file is written in them, and reads need no
+    read-ahead buffer of fsspec's. Memory and object stores are not.
+
+    >>> is_local_disk(filesystem("/tmp")[0]), is_local_disk(filesystem("memory://x")[0])
+    (True, False)
+    """
+    return not protocols(fs).isdisjoint(("file", "local"))
+
+
+def url_of(fs: Any, path: str) -> str:
+    """The URL that :func:`filesystem` maps back to ``path`` on ``fs``: a local path as it is,
+    any other with its protocol again (fsspec's paths drop it: ``bucket/key``).
+
+    >>> fs, path = filesystem("memory://data/a.csv")
+    >>> url_of(fs, path), url_of(filesystem("/tmp")[0], "/tmp/a.csv")
+    ('memory:///data/a.csv', '/tmp/a.csv')
+    """
+    return path if is_local_disk(fs) else fs.unstrip_protocol(path)

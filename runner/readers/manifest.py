@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from runner.errors import ReaderError, SpecError
-from runner.readers._io import filesystem, open_binary
+from runner.readers._io import filesystem, is_local_disk, open_binary, url_of
 from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
 from runner.readers.json import check_depth
 from runner.readers.s3keys import object_url, split_object_url, unsafe_key, valid_bucket
@@ -185,7 +185,7 @@ class Scope:
         if manifest_type == "S3_INVENTORY":  # <config>/<date>/manifest.json, <config>/data/...
             folders.append(posixpath.join(posixpath.dirname(folders[0]), "data"))
         for folder in folders:
-            self._add(folder if _is_local(fs) else fs.unstrip_protocol(folder).rstrip("/") + "/")
+            self._add(folder if is_local_disk(fs) else url_of(fs, folder).rstrip("/") + "/")
 
     # -- checking --------------------------------------------------------------------------
     def allows_object(self, bucket: str, key: str) -> bool:
@@ -350,12 +350,12 @@ def _resolve_near(
     if "::" in key or key.startswith("/") or "://" in key:
         raise scope.refuse(key, position, f"key {key!r} is not a relative bucket key")
     fs, path = filesystem(manifest_url, config.storage_options)
-    local = _is_local(fs)  # fsspec gives '/'-separated paths on every OS, local ones too
+    # fsspec gives '/'-separated paths on every OS, local ones too
     directory = posixpath.dirname(path)
     first: str | None = None
     while True:
         candidate = posixpath.join(directory, key)
-        location = _to_url(fs, candidate, local)
+        location = url_of(fs, candidate)
         try:
             located = _located(location, scope, position)
         except ReaderError:
@@ -367,8 +367,8 @@ def _resolve_near(
         parent = posixpath.dirname(directory)
         if parent == directory:
             if first is None:
-                raise scope.refuse(_to_url(fs, posixpath.join(posixpath.dirname(path), key),
-                                           local), position)  # fmt: skip
+                raise scope.refuse(url_of(fs, posixpath.join(posixpath.dirname(path), key)),
+                                   position)  # fmt: skip
             # Nowhere: name the most likely place, so the read fails with a useful URL.
             return first
         directory = parent
@@ -405,15 +405,4 @@ def _resolve_line(
         return _object(bucket, posixpath.join(posixpath.dirname(manifest_key), line), scope,
                        position)  # fmt: skip
     fs, path = filesystem(manifest_url, config.storage_options)
-    local = _is_local(fs)
-    return _located(_to_url(fs, posixpath.join(posixpath.dirname(path), line), local), scope,
-                    position)  # fmt: skip
-
-
-def _is_local(fs: Any) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocols
-
-
-def _to_url(fs: Any, path: str, local: bool) -> str:
-    return path if local else fs.unstrip_protocol(path)
+    return _located(url_of(fs, posixpath.join(posixpath.dirname(path), line)), scope, position)

@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from runner.errors import InputNotFound, ReaderError
-from runner.readers._io import filesystem, open_binary
+from runner.readers._io import filesystem, is_local_disk, open_binary, url_of
 from runner.readers.base import ItemReader, Shard, placed
 
 __all__ = ["ParquetReader", "to_json_rows"]
@@ -151,9 +151,9 @@ class ParquetReader(ItemReader):
         found = sorted(p for p in fs.find(path) if p.endswith(".parquet"))
         if not found:
             raise InputNotFound(url, "no .parquet files under this directory or prefix")
-        if _is_local(fs):
+        if is_local_disk(fs):
             return found
-        return [fs.unstrip_protocol(posixpath.normpath(p)) for p in found]
+        return [url_of(fs, posixpath.normpath(p)) for p in found]
 
 
 def _parquet_file(raw: IO[bytes], url: str) -> pq.ParquetFile:
@@ -214,11 +214,6 @@ def _isdir(fs: Any, path: str) -> bool:
         return bool(fs.isdir(path))
     except FileNotFoundError:
         return False
-
-
-def _is_local(fs: Any) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocols
 
 
 # -- Arrow -> JSON-compatible values ---------------------------------------------------------
