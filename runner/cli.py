@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import click
 
-from runner.engine import MapRunResult, RunProgress, infer_item_reader, run
+from runner.engine import MapRunResult, RunProgress, run
 from runner.errors import (
     EXIT_BAD_INPUT,
     EXIT_RUN_FAILED,
@@ -26,8 +25,10 @@ from runner.errors import (
     ShardmapError,
     SpecError,
 )
+from runner.readers.infer import infer_item_reader
 from runner.registry import known_workers
 from runner.samples import SAMPLES
+from runner.settings import DEFAULT_STATE_DIR, env_var, settings
 from runner.spec import MapSpec
 
 EXIT_FAILED = EXIT_RUN_FAILED
@@ -44,14 +45,13 @@ class _Usage(click.ClickException):
 @click.option("-v", "--verbose", is_flag=True, help="Log what the runner does.")
 @click.option(
     "--state-dir",
-    envvar="SHARDMAP_STATE_DIR",
-    help="Where run journals live [.shardmap].",
+    help=f"Where run journals live [${env_var('state_dir')}, else {DEFAULT_STATE_DIR}].",
     type=click.Path(file_okay=False),
 )
 def main(verbose: bool, state_dir: str | None) -> None:
     """shardmap: run one function over every item of a dataset, the Distributed Map way."""
-    if state_dir:  # one place decides; the engine, status and report all read it from here
-        os.environ["SHARDMAP_STATE_DIR"] = state_dir
+    # --state-dir stays in this context's params: the commands pass it to every call that
+    # takes a state_dir (_state_dir), never through the environment.
     # --worker module:function finds the user's own modules in the working directory without
     # putting it on sys.path, where a workers/ folder would shadow ours (runner.registry).
     logging.basicConfig(
@@ -79,10 +79,8 @@ def _guard(fn):
 def _journal_options(fn):
     fn = click.option(
         "--scheduler",
-        envvar="SHARDMAP_DASK_SCHEDULER",
-        help="With --executor dask: a scheduler address (default: a LocalCluster).",
-        callback=_set_scheduler,
-        expose_value=False,
+        help="With --executor dask: a scheduler address "
+        f"[${env_var('dask_scheduler')}, else a LocalCluster].",
     )(fn)
     fn = click.option("--run-id", help="Name the run (default: a new UUID).")(fn)
     fn = click.option(
@@ -96,9 +94,22 @@ def _journal_options(fn):
     )(fn)
 
 
-def _set_scheduler(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value:  # the Dask executor reads it; one source of truth for CLI and API
-        os.environ["SHARDMAP_DASK_SCHEDULER"] = value
+def _state_dir() -> str:
+    """``--state-dir``, else ``$SHARDMAP_STATE_DIR``, else ``.shardmap``: what every command
+    passes as ``state_dir``."""
+    given = click.get_current_context().find_root().params.get("state_dir")
+    return given or settings().state_dir
+
+
+def _executor_options(executor: str | None, scheduler: str | None) -> dict[str, Any]:
+    """``--scheduler`` as the API's ``executor_options``; a usage error for an executor that is
+    not Dask's (it would be ignored)."""
+    if not scheduler:
+        return {}
+    chosen = executor or settings().executor
+    if chosen != "dask":
+        raise _Usage(f"--scheduler applies to --executor dask, not to {chosen!r}")
+    return {"executor_options": {"scheduler": scheduler}}
 
 
 @main.command("run")
@@ -144,8 +155,10 @@ def run_command(
     run_id: str | None,
     no_journal: bool,
     shard_reading: bool | None,
+    scheduler: str | None,
 ) -> None:
     """Run a pipeline file (YAML) or an ASL state machine (.json)."""
+    options = _executor_options(executor, scheduler)
     resources = dict(_pair(r, "--resource") for r in resource)
     spec = MapSpec.load(pipeline, resources=resources)
     if allow_locations:  # widens the pipeline's AllowedLocations (default: SAME_AS_MANIFEST)
@@ -164,6 +177,7 @@ def run_command(
         run_id=run_id,
         journal=not no_journal,
         shard_reading=shard_reading,
+        **options,
     )
 
 
@@ -210,8 +224,10 @@ def map_command(
     run_id: str | None,
     no_journal: bool,
     shard_reading: bool | None,
+    scheduler: str | None,
 ) -> None:
     """Ad-hoc run of WORKER over every item of SOURCE (an S3 prefix, a folder or a file)."""
+    options = _executor_options(executor, scheduler)
     reader = infer_item_reader(source, input_type)
     if max_items:
         reader.setdefault("ReaderConfig", {})["MaxItems"] = max_items
@@ -250,6 +266,7 @@ def map_command(
         run_id=run_id,
         journal=not no_journal,
         shard_reading=shard_reading,
+        **options,
     )
 
 
@@ -427,7 +444,7 @@ def sample_command(
 def _execute(spec: MapSpec, **options: Any) -> None:
     for warning in spec.aws_warnings():
         click.echo(f"warning: {warning}", err=True)
-    _follow(run, spec, **options)
+    _follow(run, spec, state_dir=_state_dir(), **options)
 
 
 def _follow(start: Any, *args: Any, **options: Any) -> None:
@@ -553,7 +570,7 @@ def _pair(text: str, option: str) -> tuple[str, str]:
 def _print_report(run_id: str) -> None:
     from runner.report import build_report, format_report
 
-    click.echo(format_report(build_report(None, run_id)))
+    click.echo(format_report(build_report(_state_dir(), run_id)))
 
 
 # -- Step Functions (runner.aws) ---------------------------------------------------------------
@@ -662,7 +679,8 @@ def trigger_serve_command(config: str, once: bool) -> None:
 
     if logging.getLogger().level > logging.INFO:  # a service says what it starts and refuses
         logging.getLogger("shardmap.triggers").setLevel(logging.INFO)
-    serve(config, once=once)
+    # The config's own state_dir wins; else --state-dir, else $SHARDMAP_STATE_DIR.
+    serve(config, once=once, state_dir=click.get_current_context().find_root().params["state_dir"])
 
 
 # -- durable runs ------------------------------------------------------------------------------
@@ -670,11 +688,12 @@ def trigger_serve_command(config: str, once: bool) -> None:
 
 @main.command("runs")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_guard
 def runs_command(as_json: bool) -> None:
     """List journaled runs, newest first."""
     from runner.journal import list_runs
 
-    rows = list_runs()
+    rows = list_runs(_state_dir())
     if as_json:
         click.echo(json.dumps([_run_summary(row) for row in rows], indent=2))
         return
@@ -690,16 +709,17 @@ def runs_command(as_json: bool) -> None:
 @_guard
 def status_command(run_id: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """The Map Run record of RUN_ID (default: the newest run), like DescribeMapRun."""
-    from runner.journal import Journal, JournalError, default_state_dir, list_runs
+    from runner.journal import Journal, JournalError, list_runs
     from runner.status import describe_map_run
 
+    state_dir = _state_dir()
     if run_id is None:
-        rows = list_runs()
+        rows = list_runs(state_dir)
         if not rows:
-            raise JournalError(f"no runs under {default_state_dir()}")
+            raise JournalError(f"no runs under {state_dir}")
         run_id = rows[0].id
     while True:
-        with Journal.open(default_state_dir(), run_id, readonly=True) as journal:
+        with Journal.open(state_dir, run_id, readonly=True) as journal:
             described = describe_map_run(journal)
         click.echo(json.dumps(described, indent=2) if as_json else _status_line(described))
         if not as_json and "shardmap" in described:
@@ -733,7 +753,7 @@ def resume_command(run_id: str, executor: str | None, source: str | None, dest: 
     """Finish RUN_ID after its driver died; batches already done do not run again."""
     from runner.engine import resume
 
-    _follow(resume, run_id, executor=executor, source=source, dest=dest)
+    _follow(resume, run_id, state_dir=_state_dir(), executor=executor, source=source, dest=dest)
 
 
 @main.command("export")
@@ -745,7 +765,8 @@ def export_command(run_id: str, dest: str | None) -> None:
     and manifest were written. Nothing runs again (`resume` does this too)."""
     from runner.engine import export
 
-    _follow(lambda **_: export(run_id, dest=dest))
+    state_dir = _state_dir()
+    _follow(lambda **_: export(run_id, state_dir=state_dir, dest=dest))
 
 
 @main.command("redrive")
@@ -770,7 +791,7 @@ def redrive_command(
         return
     from runner.engine import redrive
 
-    _follow(redrive, run_id, executor=executor, source=source, dest=dest)
+    _follow(redrive, run_id, state_dir=_state_dir(), executor=executor, source=source, dest=dest)
 
 
 @main.command("report")
@@ -787,7 +808,7 @@ def report_command(run_id: str, memory_mb: int, as_json: bool) -> None:
     """Wall time, items/s, batch durations, failures by error, and the AWS cost of RUN_ID."""
     from runner.report import build_report, format_report, report_to_dict
 
-    report = build_report(None, run_id, memory_mb=memory_mb)
+    report = build_report(_state_dir(), run_id, memory_mb=memory_mb)
     click.echo(json.dumps(report_to_dict(report), indent=2) if as_json else format_report(report))
 
 

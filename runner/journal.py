@@ -30,15 +30,16 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from runner.errors import JournalError, JournalUnavailable, redact_url
+from runner.settings import DEFAULT_STATE_DIR, settings
 
 __all__ = [
-    "DEFAULT_STATE_DIR",
+    "DEFAULT_STATE_DIR",  # runner.settings', re-exported
     "AttemptRow",
     "BatchRow",
     "Journal",
@@ -54,7 +55,6 @@ __all__ = [
     "list_runs",
 ]
 
-DEFAULT_STATE_DIR = ".shardmap"
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS run (
     run_input TEXT NOT NULL,
     dest_url TEXT NOT NULL,
     executor TEXT,
+    options TEXT,                  -- how the driver runs it (read-ahead, rollover...) as JSON
     status TEXT NOT NULL,          -- RunStatus; final only once the results are written
     outcome TEXT,                  -- the decided RunStatus while its results are being written
     error TEXT,
@@ -182,8 +183,9 @@ def _redact_strings(value: Any) -> Any:
 
 
 def default_state_dir() -> str:
-    """``$SHARDMAP_STATE_DIR``, else ``.shardmap`` in the working directory."""
-    return os.environ.get("SHARDMAP_STATE_DIR") or DEFAULT_STATE_DIR
+    """``$SHARDMAP_STATE_DIR``, else ``.shardmap`` in the working directory
+    (:mod:`runner.settings`)."""
+    return settings().state_dir
 
 
 def fingerprint(input_json: str) -> str:
@@ -216,6 +218,8 @@ class RunRow:
     #: The status the run ended with, while its results are not yet written (status is then
     #: still RUNNING, so nothing claims results that do not exist); ``None`` otherwise.
     outcome: str | None = None
+    #: How the driver runs it beyond its spec (the engine's RunOptions), for resume/redrive.
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def unexported(self) -> bool:
@@ -357,6 +361,7 @@ class Journal:
         run_input: Any,
         dest_url: str,
         executor: str | None,
+        options: dict[str, Any] | None = None,
         commit_seconds: float = 0.5,
     ) -> Journal:
         path = journal_path(state_dir, run_id)
@@ -367,7 +372,8 @@ class Journal:
         journal.db.executescript(_SCHEMA)
         journal.db.execute(
             "INSERT INTO run (id, schema_version, map_run_arn, spec, run_input, dest_url, executor,"
-            " status, start_date, pid, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, 'RUNNING', ?, ?, ?)",
+            " options, status, start_date, pid, heartbeat)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'RUNNING', ?, ?, ?)",
             (
                 run_id,
                 SCHEMA_VERSION,
@@ -376,6 +382,7 @@ class Journal:
                 json.dumps(run_input),
                 redact_url(dest_url),
                 executor,
+                json.dumps(options or {}),
                 _now(),
                 os.getpid(),
                 time.time(),
@@ -452,6 +459,7 @@ class Journal:
         data["run_input"] = json.loads(data["run_input"])
         data["plan_complete"] = bool(data["plan_complete"])
         data["exported"] = bool(data["exported"])
+        data["options"] = json.loads(data.get("options") or "{}")
         return RunRow(**data)
 
     def update_run(self, **fields: Any) -> None:

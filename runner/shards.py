@@ -26,10 +26,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from runner.batcher import Batch, dumps
+from runner.batcher import Batch, Failed, compile_selector, dumps, select_items
 from runner.errors import ReaderError
-from runner.paths import PathNotFound, compile_template, context_object
 from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
+from runner.settings import DEFAULT_SHARD_BYTES, settings
 from runner.spec import MapSpec
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger("shardmap.shards")
 
-DEFAULT_SHARD_BYTES = 64 << 20  # a range per 64 MiB: a few seconds of parsing per index task
 _MIN_SPACING = 16  # checkpoints per item cost driver memory; skipping 15 records is cheap
 
 Submit = Callable[..., Future]
@@ -253,18 +252,13 @@ def materialize(ref: BatchRef) -> tuple[Any, str | None, str | None]:
         )
     error = cause = None
     if ref.selector is not None:
-        build = _template(ref.selector)
         selected = []
-        for offset, value in enumerate(values):
-            index = ref.first_index + offset
-            try:
-                context = context_object(index, value, None, ref.source)
-                selected.append(build(ref.run_input, context))
-            except PathNotFound as exc:
-                selected.append(None)
-                if error is None:
-                    error = "States.Runtime"
-                    cause = f"ItemSelector: the JSONPath {exc} selected nothing for item {index}"
+        build = _template(ref.selector)
+        for _, value in select_items(values, build, ref.run_input, ref.source, ref.first_index):
+            if isinstance(value, Failed):  # the item stands as null; the first failure tells
+                error, cause = (error, cause) if error else (value.error, value.cause)
+                value = None
+            selected.append(value)
         values = selected
     if not ref.batched:
         return values[0], error, cause
@@ -281,7 +275,7 @@ def _template(selector: Any) -> Any:
     key = dumps(selector)
     build = _templates.get(key)
     if build is None:
-        build = _templates[key] = compile_template(selector, "ItemSelector")
+        build = _templates[key] = compile_selector(selector)
     return build
 
 
@@ -352,6 +346,4 @@ def _page_items(reader: ItemReader, piece: Piece) -> list[Any]:
 
 def _shard_bytes() -> int:
     """``$SHARDMAP_SHARD_BYTES`` (read at plan time, so tests and users can tune it)."""
-    import os
-
-    return int(os.environ.get("SHARDMAP_SHARD_BYTES") or DEFAULT_SHARD_BYTES)
+    return settings().shard_bytes

@@ -32,7 +32,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -40,7 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
+from runner.asl import walk_states
 from runner.errors import AslValidatorMissing, ShardmapError
+from runner.settings import settings
 
 __all__ = ["AslValidatorMissing", "Problem", "asl_validator", "check_asl", "errors_only"]
 
@@ -149,29 +150,11 @@ def check_asl(definition: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     if not isinstance(definition, Mapping):
         return [Problem("", "a state machine must be a JSON object")]
-    for path, state in _states(definition.get("States"), "States"):
+    for path, state in walk_states(definition):
         if state.get("Type") == "Map":
             problems += _check_map(state, path)
     problems += _local_only_paths(definition)
     return problems
-
-
-def _states(states: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Every state with its path, depth first (Map processors and Parallel branches too)."""
-    if not isinstance(states, Mapping):
-        return
-    for name, state in states.items():
-        if not isinstance(state, Mapping):
-            continue
-        here = f"{path}.{name}"
-        yield here, state
-        for key in ("ItemProcessor", "Iterator"):
-            inner = state.get(key)
-            if isinstance(inner, Mapping):
-                yield from _states(inner.get("States"), f"{here}.{key}.States")
-        for number, branch in enumerate(state.get("Branches") or ()):
-            if isinstance(branch, Mapping):
-                yield from _states(branch.get("States"), f"{here}.Branches.{number}.States")
 
 
 def _check_map(state: Mapping[str, Any], path: str) -> list[Problem]:
@@ -479,7 +462,7 @@ def asl_validator(definition: Mapping[str, Any], *, timeout: float = 60.0) -> li
     ... # doctest: +SKIP
     []
     """
-    tools = Path(os.environ.get("SHARDMAP_TOOLS_DIR") or TOOLS_DIR)
+    tools = settings().tools_dir or TOOLS_DIR
     node = shutil.which("node")
     if node is None:
         raise AslValidatorMissing("node is not on PATH; asl-validator needs Node.js")

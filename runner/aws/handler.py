@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from functools import cache
 from typing import Any
 
 from runner.child import run_child
 from runner.errors import WorkerNotFound
+from runner.settings import env_var, lambda_settings
 
 __all__ = [
     "REDUCE_ENV",
@@ -37,10 +37,11 @@ __all__ = [
     "reduce_handler",
 ]
 
-WORKER_ENV = "SHARDMAP_WORKER"
-REDUCE_ENV = "SHARDMAP_REDUCE"
-SOURCE_ENV = "SHARDMAP_SOURCE"  # the pipeline's item source, handed to the reducer
-BATCH_INPUT_ENV = "SHARDMAP_BATCH_INPUT"  # the static ItemBatcher.BatchInput, as JSON
+# The variables deploy sets (runner.settings.LambdaSettings reads them).
+WORKER_ENV = env_var("worker")  # SHARDMAP_WORKER
+REDUCE_ENV = env_var("reduce")  # SHARDMAP_REDUCE
+SOURCE_ENV = env_var("source")  # the pipeline's item source, handed to the reducer
+BATCH_INPUT_ENV = env_var("batch_input")  # the static ItemBatcher.BatchInput, as JSON
 
 log = logging.getLogger("shardmap.lambda")
 
@@ -115,10 +116,11 @@ def lambda_handler(event: Any, context: Any = None) -> Any:
 
     Examples
     --------
-    >>> os.environ["SHARDMAP_WORKER"] = "echo"                      # doctest: +SKIP
+    With ``SHARDMAP_WORKER=echo`` set on the function, as deploy sets it:
+
     >>> lambda_handler({"Items": [{"n": 1}], "BatchInput": {}})     # doctest: +SKIP
     """
-    worker = os.environ.get(WORKER_ENV)
+    worker = lambda_settings().worker
     if not worker:
         raise WorkerNotFound(f"set {WORKER_ENV} to a registered worker name or module:function")
     outcome = run_child(worker, event)
@@ -138,21 +140,21 @@ def reduce_handler(event: Any, context: Any = None) -> Any:
     """
     from runner.reduce import ReduceContext, run_reduce
 
-    name = os.environ.get(REDUCE_ENV)
+    config = lambda_settings()
+    name = config.reduce
     if not name:
         raise WorkerNotFound(f"set {REDUCE_ENV} to a registered reducer or module:function")
     details, map_run_arn = _writer_details(event)
     bucket, key = details["Bucket"], details["Key"]
     run_id = map_run_arn.rsplit(":", 1)[-1] if map_run_arn else key.rsplit("/", 2)[-2]
     prefix = key.rsplit("/", 2)[0] if key.count("/") >= 2 else ""
-    batch_input = os.environ.get(BATCH_INPUT_ENV)
     context_ = ReduceContext(
         run_id=run_id,
         manifest_url=f"s3://{bucket}/{key}",
         destination=f"s3://{bucket}/{prefix}".rstrip("/"),
-        source=os.environ.get(SOURCE_ENV) or None,
+        source=config.source,
         run_input=None,
-        batch_input=json.loads(batch_input) if batch_input else None,
+        batch_input=config.batch_input,
     )
     outcome = run_reduce(name, context_)
     if not outcome.succeeded:

@@ -108,10 +108,10 @@ from typing import Any, NamedTuple, Self
 from runner.errors import ExecutorError
 from runner.executors.base import mark_started
 from runner.executors.procpool import TaskExited, WorkerProcessDied, task_error
+from runner.settings import settings
 
 __all__ = ["DaskExecutor", "TaskExited", "WorkerProcessDied"]
 
-ENV_SCHEDULER = "SHARDMAP_DASK_SCHEDULER"
 #: Submissions nobody flushed are sent after this long.
 AUTOFLUSH_SECONDS = 0.01
 #: Calls share a Dask task while the task's measured run time stays under this.
@@ -182,7 +182,7 @@ class DaskExecutor:
         n_workers: int | None = None,
         max_workers: int | None = None,
     ) -> None:
-        self.scheduler = scheduler or os.environ.get(ENV_SCHEDULER) or None
+        self.scheduler = scheduler or settings().dask_scheduler
         self.n_workers = n_workers or os.cpu_count() or 1
         self.max_workers = max_workers
         self.slots = max_workers or self.n_workers

@@ -81,6 +81,8 @@ def send(target: NotifyTarget, message: dict[str, Any], *, session: Any = None) 
 def _post(hook: WebhookTarget, body: bytes) -> None:
     headers = {"Content-Type": "application/json", "User-Agent": "shardmap-trigger"}
     if hook.secret_env:
+        # Not a shardmap setting (runner.settings): the trigger config names the variable, so
+        # this reads the user's own data by name, at send time, and keeps it out of any object.
         secret = os.environ.get(hook.secret_env)
         if not secret:
             raise RuntimeError(f"webhook secret: ${hook.secret_env} is not set")

@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -415,9 +416,14 @@ class TriggerService:
                 self._notify(claim.run_id)
 
 
-def serve(config_path: str, *, once: bool = False) -> TriggerService:
-    """``shardmap trigger serve CONFIG``: run the service until SIGTERM or SIGINT."""
+def serve(config_path: str, *, once: bool = False, state_dir: str | None = None) -> TriggerService:
+    """``shardmap trigger serve CONFIG``: run the service until SIGTERM or SIGINT.
+
+    ``state_dir`` (``--state-dir``) applies when the config names none.
+    """
     config = load_config(config_path)
+    if state_dir is not None and config.state_dir is None:
+        config = config.model_copy(update={"state_dir": os.path.abspath(state_dir)})
     service = TriggerService(config)
     with service:
         if threading.current_thread() is threading.main_thread():
