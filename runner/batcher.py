@@ -9,17 +9,29 @@ an item that alone exceeds it becomes a batch of its own that fails with
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Batch", "Failed", "ReadGuard", "UnfinishedBatch", "batch_items", "dumps"]
+from runner.jsontext import dumps
+from runner.paths import PathNotFound, compile_template, context_object
+from runner.readers.base import KeyedValue
 
-
-def dumps(value: Any) -> str:
-    """Compact JSON, the form children receive and result files store."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+__all__ = [
+    "Batch",
+    "Failed",
+    "ReadGuard",
+    "UnfinishedBatch",
+    "batch_items",
+    "compile_selector",
+    "dumps",
+    "encode_input",
+    "select_items",
+    "slice_batches",
+]
+# ``dumps`` (runner.jsontext's, AWS's compact JSON) is re-exported: the planner, the records
+# and shards encode child inputs through this module.
 
 
 @dataclass(slots=True)
@@ -68,6 +80,49 @@ class Failed:
 
     error: str
     cause: str
+
+
+# What encoding raises for a value JSON has no form for: NaN/Infinity and cycles (ValueError),
+# sets, bytes and other objects (TypeError), nesting deeper than the interpreter's stack.
+_NOT_JSON = (TypeError, ValueError, RecursionError)
+
+
+def _not_json(index: int, exc: BaseException) -> Failed:
+    return Failed("States.Runtime", f"item {index} cannot be encoded as JSON: {exc}")
+
+
+def encode_input(batch: Batch) -> str:
+    """``batch``'s child input as compact JSON, encoded once: the text the journal, the input
+    fingerprint and the result record keep.
+
+    An item JSON has no form for (NaN, Infinity, a set: only a Python run input can hold one,
+    readers refuse them) fails its batch as an ItemSelector path that selects nothing does:
+    the batch gets ``States.Runtime`` naming the first such item (unless it had already
+    failed), each such item stands in the input as ``null``, and the batch is recorded, never
+    run. Finding the items costs nothing until an encoding fails. A ``BatchInput`` that JSON
+    cannot encode still raises ``ValueError``/``TypeError``.
+
+    >>> batch = Batch(0, 10, [1, float("nan")])
+    >>> encode_input(batch)
+    '{"Items":[1,null]}'
+    >>> batch.error, batch.cause.partition(":")[0]
+    ('States.Runtime', 'item 11 cannot be encoded as JSON')
+    """
+    try:
+        return dumps(batch.child_input())
+    except _NOT_JSON:
+        if batch.ref is not None:  # read on the worker: run_ref encodes it there
+            raise
+    failure = None
+    for offset, item in enumerate(batch.items):
+        try:
+            dumps(item)
+        except _NOT_JSON as exc:
+            batch.items[offset] = None
+            failure = failure or _not_json(batch.first_index + offset, exc)
+    if failure is not None and batch.error is None:
+        batch.error, batch.cause = failure.error, failure.cause
+    return dumps(batch.child_input())
 
 
 class ReadGuard:
@@ -155,7 +210,11 @@ def batch_items(
             item = None
         cost = 0
         if max_bytes is not None:
-            cost = len(dumps(item).encode()) + (1 if current else 0)  # +1 for the comma
+            try:
+                encoded = dumps(item)
+            except _NOT_JSON as exc:  # its batch fails, as in encode_input
+                failed, item, encoded = _not_json(index, exc), None, "null"
+            cost = len(encoded.encode()) + (1 if current else 0)  # +1 for the comma
             if overhead + cost > max_bytes:  # alone it cannot fit: fail it, keep order
                 if current:
                     yield emit()
@@ -193,3 +252,47 @@ def _single(number: int, index: int, item: Any, *, batched: bool, batch_input: A
     if isinstance(item, Failed):
         return Batch(number, index, [None], batch_input, batched, item.error, item.cause)
     return Batch(number, index, [item], batch_input, batched)
+
+
+def compile_selector(selector: Any) -> Callable[[Any, Any], Any] | None:
+    """The ItemSelector template compiled (``None`` for no selector)."""
+    return compile_template(selector, "ItemSelector") if selector is not None else None
+
+
+def slice_batches(values: Iterable[Any], size: int, batch_input: Any = None) -> Iterator[Batch]:
+    """Batches of ``size`` items with no selection and no byte limit: the common case, cut by
+    slicing the stream in C with no per-item Python work. Numbers and indices are those
+    :func:`batch_items` gives the same items."""
+    values = iter(values)
+    chunks = iter(lambda: list(itertools.islice(values, size)), [])
+    for number, chunk in enumerate(chunks):
+        yield Batch(number, number * size, chunk, batch_input)
+
+
+def select_items(
+    values: Iterable[Any],
+    build: Callable[[Any, Any], Any] | None,
+    run_input: Any,
+    source: str,
+    first_index: int = 0,
+) -> Iterator[tuple[int, Any]]:
+    """``(index, item)`` after the ItemSelector ``build`` (:func:`compile_selector`; ``None``:
+    no selector), the one selection path of
+    driver-side planning and of workers that read their own shards. A JSON-object pair
+    (:class:`~runner.readers.base.KeyedValue`) becomes ``{"Key", "Value"}`` without a selector,
+    as AWS shapes it; an item whose path selects nothing becomes :class:`Failed`."""
+    for index, value in enumerate(values, first_index):
+        key = None
+        if isinstance(value, KeyedValue):
+            key, value = value.key, value.value
+            if build is None:
+                yield index, {"Key": key, "Value": value}
+                continue
+        if build is None:
+            yield index, value
+            continue
+        try:
+            yield index, build(run_input, context_object(index, value, key, source))
+        except PathNotFound as exc:
+            cause = f"ItemSelector: the JSONPath {exc} selected nothing for item {index}"
+            yield index, Failed("States.Runtime", cause)

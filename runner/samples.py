@@ -1,5 +1,11 @@
 """Seeded sample datasets (``shardmap sample WORKLOAD DEST_URL``), in a lazy registry.
 
+Generators are registered, like workers, by entry point: the ``shardmap.samples`` group names
+``module:function`` for each workload (``pyproject.toml``; a third party's package adds its
+own). The group is read on first use and a generator's module imported only when its sample is
+made, through :func:`runner.registry.load`, so a workload whose extra is not installed is one
+:class:`~runner.errors.MissingExtra` naming the ``pip install``.
+
 A generator is ``fn(dest_url, *, count=None, seed=7) -> dict``: it writes its dataset under
 ``dest_url`` (a local folder or ``s3://`` prefix), the same bytes for the same seed, and returns
 a JSON-able summary whose ``objects`` is how many objects it wrote. ``count`` (the generator's
@@ -13,8 +19,11 @@ from __future__ import annotations
 import inspect
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import Any
 
 import fsspec
@@ -22,16 +31,35 @@ import fsspec
 from runner.errors import SpecError
 from runner.registry import load
 
-__all__ = ["SAMPLES", "get_sample", "write_demo", "write_sample"]
+__all__ = ["GROUP", "SAMPLES", "get_sample", "write_demo", "write_sample"]
 
-#: Workload name -> ``module:function``; modules are imported only when their sample is made.
-SAMPLES: dict[str, str] = {
-    "demo": "runner.samples:demo_sample",
-    "genomics": "workers.genomics_sample:genomics_sample",
-    "images": "workers.images_sample:images_sample",
-    "leads": "workers.leads_sample:leads_sample",
-    "taxi": "workers.taxi_sample:taxi_sample",
-}
+GROUP = "shardmap.samples"
+
+
+@cache
+def _registered() -> Mapping[str, str]:
+    return MappingProxyType({ep.name: f"{ep.module}:{ep.attr}" for ep in entry_points(group=GROUP)})
+
+
+class _Samples(Mapping[str, str]):
+    """Workload name -> ``module:function``, read from the entry points when first looked at
+    (the CLI lists the names when it starts; the modules wait until a sample is made)."""
+
+    def __getitem__(self, workload: str) -> str:
+        return _registered()[workload]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_registered())
+
+    def __len__(self) -> int:
+        return len(_registered())
+
+    def __repr__(self) -> str:
+        return f"SAMPLES({dict(_registered())!r})"
+
+
+#: Workload name -> ``module:function``, as the ``shardmap.samples`` entry points register them.
+SAMPLES: Mapping[str, str] = _Samples()
 
 
 def get_sample(workload: str) -> Callable[..., dict[str, Any]]:

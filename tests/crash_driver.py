@@ -1,9 +1,9 @@
 """The shardmap CLI with a crash point, for the crash-point tests (a fault-injection fixture).
 
 ``python -m tests.crash_driver POINT shardmap-args...`` runs the CLI and SIGKILLs its own
-process when the engine reaches the named checkpoint (``runner.engine._checkpoint``), so a test
-kills the driver exactly there instead of guessing with a sleep. Before dying it writes
-``$CRASH_MARKER`` (when set), so the test can tell the kill happened at that point.
+process when the engine reaches the named checkpoint (``runner.engine.records.checkpoint``),
+so a test kills the driver exactly there instead of guessing with a sleep. Before dying it
+writes ``$CRASH_MARKER`` (when set), so the test can tell the kill happened at that point.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from runner import engine
 from runner.cli import main
+from runner.engine import records
 
 
 def _die_at(point: str) -> None:
@@ -25,7 +25,7 @@ def _die_at(point: str) -> None:
                 Path(marker).write_text(point)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    engine._checkpoint_observers.append(observer)
+    records.checkpoint_observers.append(observer)
 
 
 if __name__ == "__main__":

@@ -230,3 +230,51 @@ def test_status_follows_a_run_started_elsewhere(tmp_path: Path, state_dir: Path)
         driver.wait(timeout=120)
     lines = watched.output.strip().splitlines()
     assert len(lines) > 1 and "RUNNING" in lines[0] and "SUCCEEDED" in lines[-1]
+
+
+def test_redrive_keeps_the_runs_rollover_and_read_ahead(tmp_path: Path, state_dir: Path) -> None:
+    """Result files of a redrive roll over at the size the run was started with, and its planner
+    reads ahead as far: the journal keeps how the driver ran, not only the spec."""
+    fixed = tmp_path / "fixed"
+    items = [{"n": n, "fail": n == 7, "pad": "x" * 200} for n in range(60)]
+    spec = MapSpec.from_dict({
+        "Worker": f"{W}:fixable", "Source": write_jsonl(tmp_path / "items.jsonl", items),
+        "ItemBatcher": {"MaxItemsPerBatch": 2, "BatchInput": {"fixed": str(fixed)}},
+        "ToleratedFailureCount": 1, "MaxConcurrency": 1,
+        "ResultWriter": {"Destination": str(tmp_path / "out")},
+    })  # fmt: skip
+    first = run(spec, run_id="roll", executor="threads", rollover_bytes=4096, read_ahead_items=8)
+    assert first.status == RunStatus.FAILED and first.item_counts.failed == 2
+    with Journal.open(state_dir, "roll", readonly=True) as journal:
+        assert journal.run().options == {
+            "read_ahead_items": 8, "rollover_bytes": 4096, "shard_reading": None,
+        }  # fmt: skip
+    fixed.touch()
+    second = redrive("roll")
+    assert second.status == RunStatus.SUCCEEDED and second.item_counts.succeeded == 60
+    with fsspec.open(second.manifest_url) as f:
+        files = json.load(f)["ResultFiles"]["SUCCEEDED"]
+    # 30 records of ~0.6 KB each cannot fit one 4 KiB file: the redrive rolled over as the run
+    # did (with AWS's 5 GB default it would have written a single file).
+    assert len(files) > 2
+    assert all(entry["Size"] <= 4096 + 2048 for entry in files)
+    assert len(records(second.manifest_url, "SUCCEEDED")) == 30
+
+
+def test_executor_options_reach_a_named_executor_only(tmp_path: Path) -> None:
+    from tests import workers_for_tests
+
+    spec = MapSpec.from_dict({
+        "Worker": f"{W}:count_concurrency", "ItemsPath": "$.items",
+        "ItemBatcher": {"MaxItemsPerBatch": 1},
+        "ResultWriter": {"Destination": str(tmp_path / "out")},
+    })  # fmt: skip
+    items = {"items": [{"n": n} for n in range(12)]}
+    workers_for_tests.peak_running = 0
+    done = run(spec, run_input=items, executor="threads", executor_options={"max_workers": 1})
+    assert done.status == RunStatus.SUCCEEDED and workers_for_tests.peak_running == 1
+    from runner.executors.local import LocalExecutor
+
+    with pytest.raises(TypeError, match="executor given by name"):
+        run(spec, run_input=items, executor=LocalExecutor(max_workers=2),
+            executor_options={"max_workers": 1})  # fmt: skip
