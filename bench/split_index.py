@@ -38,8 +38,8 @@ from pathlib import Path
 
 from csv_stream import HEADER, ROWS_PER_BLOCK, make_block
 
-from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
-from runner.readers.split import RangeIndex, index_range, plan_ranges, read_range, resolve
+from runner.readers.base import ItemReader, RangeIndex, ReaderConfig, Shard, get_reader
+from runner.readers.ranges import resolve
 
 MB = 1_000_000
 
@@ -108,9 +108,9 @@ def plain_batches(reader: ItemReader, url: str, batch: int) -> int:
 
 
 def index(reader: ItemReader, url: str, shard_bytes: int, spacing: int, validate: bool = True):
-    shards = plan_ranges(reader, url, shard_bytes)
+    shards = reader.plan_ranges(url, shard_bytes)
     assert shards is not None
-    pairs = [index_range(reader, shard, spacing, validate=validate) for shard in shards]
+    pairs = [reader.index_range(shard, spacing, validate=validate) for shard in shards]
     return shards, resolve(pairs)
 
 
@@ -136,7 +136,7 @@ class Ranges:
         j, skip = divmod(local, self.spacing)
         item = self.chosen[n]
         line = self.lines[n] + item.checkpoint_lines[j]
-        return read_range(reader, self.shards[n], item.checkpoints[j], skip, take, line)
+        return reader.read_range(self.shards[n], item.checkpoints[j], skip, take, line)
 
 
 def batch_starts(total: int, batch: int) -> list[int]:

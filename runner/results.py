@@ -47,7 +47,7 @@ from runner.jsontext import dumps
 from runner.readers._io import is_local_disk, protocols
 from runner.readers.base import MAX_NESTING_DEPTH
 from runner.readers.json import DepthLimitedFile, JsonDepth, check_depth
-from runner.readers.jsonl import deepest_line, too_deep
+from runner.readers.jsonltext import deepest_line, too_deep
 from runner.types import BatchStatus, ChildRecord
 
 if TYPE_CHECKING:  # pandas costs half a second to import; only loaders need it

@@ -3,8 +3,8 @@
 On an executor that reads shards (Dask), a run over a CSV, JSONL or Parquet source never moves
 item data through the driver:
 
-1. The driver plans shards: byte ranges of a text file (:mod:`runner.readers.split`, only the CSV
-   header is read), Parquet row groups (from the footers) or listing pages (1,000 keys each).
+1. The driver plans shards: byte ranges of a text file (the reader's ``plan_ranges``, only the
+   CSV header is read), Parquet row groups (from the footers) or listing pages (1,000 keys each).
 2. Workers index the byte ranges (the count of records starting in each, and a checkpoint every
    ``k`` records); Parquet and listings need no index, planning knows their counts.
 3. The driver walks the shards in source order with a running total, so every item gets its
@@ -19,8 +19,6 @@ item data through the driver:
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -28,7 +26,8 @@ from typing import Any
 
 from runner.batcher import Batch, Failed, compile_selector, dumps, select_items
 from runner.errors import ReaderError
-from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
+from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader, reader_class
+from runner.readers.ranges import choose, range_error
 from runner.settings import DEFAULT_SHARD_BYTES, settings
 from runner.spec import MapSpec
 
@@ -91,7 +90,7 @@ def why_not_sharded(spec: MapSpec) -> str | None:
     if reader is None:
         return "the items come from the run input"
     input_type = spec.input_type
-    if input_type not in ("CSV", "JSONL", "PARQUET", "LISTING"):
+    if input_type is None or not reader_class(input_type).reads_ranges():
         return f"{input_type} sources are read on the driver"
     if reader.reader_config.transformation == "LOAD_AND_FLATTEN":
         return "LOAD_AND_FLATTEN item counts are only known by reading every object"
@@ -123,15 +122,13 @@ def shard_batches(
     batcher = spec.item_batcher
     size = batcher.max_items_per_batch if batcher and batcher.max_items_per_batch else 1
     spacing = max(size, _MIN_SPACING)
-    if config.input_type in ("PARQUET", "LISTING"):
-        located = _counted_shards(reader, url)
+    shards = reader.plan_ranges(url, shard_bytes or _shard_bytes())
+    if shards is None:
+        return None
+    if all("count" in shard.extra for shard in shards):
+        located: Iterator[_Located] = (_Located(s, int(s.extra["count"])) for s in shards)
     else:
-        from runner.readers.split import plan_ranges
-
-        ranges = plan_ranges(reader, url, shard_bytes or _shard_bytes())
-        if ranges is None:
-            return None
-        located = _text_shards(config, ranges, submit, spacing, window)
+        located = _text_shards(config, shards, submit, spacing, window)
     max_items = spec.item_reader.reader_config.max_items if spec.item_reader else None
     template = dict(
         config=config,
@@ -195,19 +192,10 @@ def _batches(
         yield batch()
 
 
-def _counted_shards(reader: ItemReader, url: str) -> Iterator[_Located]:
-    """Shards whose item counts planning already knows: Parquet row groups (the footer) and
-    listing pages (the driver listed them; a worker re-lists its page by ``StartAfter``)."""
-    for shard in reader.plan_shards(url):
-        yield _Located(shard, int(shard.extra["rows" if "rows" in shard.extra else "count"]))
-
-
 def _text_shards(
     config: ReaderConfig, ranges: list[Shard], submit: Submit, spacing: int, window: int
 ) -> Iterator[_Located]:
     """Index the ranges on the workers, ``window`` at a time, and resolve them in order."""
-    from runner.readers.split import choose, range_error
-
     pending: list[Future] = []
     upcoming = iter(ranges)
     line = ranges[0].extra.get("first_line", 1) if ranges else 1
@@ -228,9 +216,7 @@ def _text_shards(
 
 def index_task(config: ReaderConfig, shard: Shard, spacing: int) -> Any:
     """Runs on a worker: both hypotheses' index of one byte range."""
-    from runner.readers.split import index_range
-
-    return index_range(get_reader(config), shard, spacing)
+    return get_reader(config).index_range(shard, spacing)
 
 
 # -- reading on the worker ---------------------------------------------------------------------
@@ -280,68 +266,7 @@ def _template(selector: Any) -> Any:
 
 
 def _read_piece(reader: ItemReader, piece: Piece) -> list[Any]:
-    if reader.input_type == "PARQUET":
-        return _parquet_rows(reader, piece)
-    if reader.input_type == "LISTING":
-        return _page_items(reader, piece)
-    from runner.readers.split import read_range
-
-    return read_range(reader, piece.shard, piece.offset, piece.skip, piece.take, piece.line)
-
-
-# A worker runs the batches of a row group one after another: keep the decoded group.
-_groups: OrderedDict[tuple[str, int], Any] = OrderedDict()
-_groups_lock = threading.Lock()
-_GROUPS_KEPT = 2
-
-
-def _parquet_rows(reader: Any, piece: Piece) -> list[Any]:
-    import pyarrow as pa
-
-    from runner.readers.parquet import to_json_rows
-
-    key = (piece.shard.url, piece.shard.start or 0)
-    with _groups_lock:
-        table = _groups.get(key)
-        if table is not None:
-            _groups.move_to_end(key)
-    if table is None:
-        table = pa.Table.from_batches(list(reader.read_shard_arrow(piece.shard)))
-        with _groups_lock:
-            _groups[key] = table
-            while len(_groups) > _GROUPS_KEPT:
-                _groups.popitem(last=False)
-    rows: list[Any] = []
-    row_group, first_row = piece.shard.start or 0, piece.skip
-    for batch in table.slice(piece.skip, piece.take).to_batches():
-        # errors name the file, row group and row, as a driver-side read does
-        rows.extend(
-            to_json_rows(batch, url=piece.shard.url, row_group=row_group, first_row=first_row)
-        )
-        first_row += batch.num_rows
-    return rows
-
-
-# Likewise a listing page: its batches re-list it once per worker process, not once per batch.
-_pages: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
-_PAGES_KEPT = 2
-
-
-def _page_items(reader: ItemReader, piece: Piece) -> list[Any]:
-    key = (piece.shard.url, piece.shard.number)
-    with _groups_lock:
-        page = _pages.get(key)
-        if page is not None:
-            _pages.move_to_end(key)
-    if page is None:
-        page = reader.page_entries(piece.shard)  # type: ignore[attr-defined]
-        with _groups_lock:
-            _pages[key] = page
-            while len(_pages) > _PAGES_KEPT:
-                _pages.popitem(last=False)
-    # Only this batch's items are built: for a local folder that is where files are hashed.
-    entries = page[piece.skip : piece.skip + piece.take]
-    return reader.page_items(piece.shard, entries)  # type: ignore[attr-defined]
+    return reader.read_range(piece.shard, piece.offset, piece.skip, piece.take, piece.line)
 
 
 def _shard_bytes() -> int:

@@ -2,7 +2,7 @@
 
 Every outcome must be a list of items or a :class:`ReaderError` whose message names the file and
 a position; never another exception, a hang, a crash of the process or unbounded memory. For CSV
-and JSONL the shard-parallel path (:mod:`runner.readers.split`: byte ranges, range indexes,
+and JSONL the shard-parallel path (:mod:`runner.readers.ranges`: byte ranges, range indexes,
 batch reads) must give the same items, or the same error, as the whole-file read.
 
 Each case runs in a long-lived child process (``python -m tests.test_reader_fuzz``) whose address
@@ -135,17 +135,17 @@ def _misbehave(how: bytes) -> None:
 def _sharded(reader: Any, url: str, shard_bytes: int, spacing: int) -> tuple[Any, ...]:
     """What the Dask path reads: ranges indexed and resolved in order, then read in batches."""
     from runner.errors import ReaderError
-    from runner.readers.split import choose, index_range, plan_ranges, range_error, read_range
+    from runner.readers.ranges import choose, range_error
 
     try:
-        ranges = plan_ranges(reader, url, shard_bytes)
+        ranges = reader.plan_ranges(url, shard_bytes)
         assert ranges is not None
         items: list[Any] = []
         line = ranges[0].extra.get("first_line", 1) if ranges else 1
         chosen = None
         located = []
         for shard in ranges:  # shards.py raises the first range's error, in order
-            chosen = choose(chosen, index_range(reader, shard, spacing))
+            chosen = choose(chosen, reader.index_range(shard, spacing))
             error = range_error(url, chosen, line)
             if error is not None:
                 raise error
@@ -154,9 +154,7 @@ def _sharded(reader: Any, url: str, shard_bytes: int, spacing: int) -> tuple[Any
         for shard, index, first in located:
             for j, offset in enumerate(index.checkpoints):
                 take = min(spacing, index.count - j * spacing)
-                batch = read_range(
-                    reader, shard, offset, 0, take, first + index.checkpoint_lines[j]
-                )
+                batch = reader.read_range(shard, offset, 0, take, first + index.checkpoint_lines[j])
                 if len(batch) != take:
                     return ("bad-count", j, take, len(batch))
                 items.extend(batch)
@@ -189,7 +187,7 @@ def serve() -> None:
     import runner.readers.jsonl
     import runner.readers.manifest
     import runner.readers.parquet
-    import runner.readers.split  # noqa: F401
+    import runner.readers.ranges  # noqa: F401
 
     resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer

@@ -31,7 +31,7 @@ from runner import MapSpec, RunStatus, load_results, run
 from runner.errors import ReaderError
 from runner.readers.base import MAX_NESTING_DEPTH, ReaderConfig, get_reader
 from runner.readers.json import JsonDepth
-from runner.readers.split import index_range, plan_ranges, range_error, read_range, resolve
+from runner.readers.ranges import range_error, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = MAX_NESTING_DEPTH
@@ -145,9 +145,9 @@ def test_shard_reads_report_the_same_depth_error_as_the_whole_file_read(tmp_path
     _, driver = read_error(path, "JSONL")
 
     reader = get_reader(ReaderConfig(input_type="JSONL"))
-    ranges = plan_ranges(reader, str(path), 700)
+    ranges = reader.plan_ranges(str(path), 700)
     assert ranges is not None and len(ranges) > 3
-    chosen = resolve([index_range(reader, shard, 10) for shard in ranges])
+    chosen = resolve([reader.index_range(shard, 10) for shard in ranges])
     line, errors = 1, []
     for index in chosen:
         if (error := range_error(str(path), index, line)) is not None:
@@ -156,13 +156,13 @@ def test_shard_reads_report_the_same_depth_error_as_the_whole_file_read(tmp_path
     assert errors == [str(driver)]
 
     # Unvalidated indexes leave the line to the batch read, which words it the same.
-    loose = [index_range(reader, shard, 10, validate=False)[0] for shard in ranges]
+    loose = [reader.index_range(shard, 10, validate=False)[0] for shard in ranges]
     line = 1
     with pytest.raises(ReaderError) as info:
         for shard, index in zip(ranges, loose, strict=True):
             for j, offset in enumerate(index.checkpoints):
                 take = min(10, index.count - j * 10)
-                read_range(reader, shard, offset, 0, take, line + index.checkpoint_lines[j])
+                reader.read_range(shard, offset, 0, take, line + index.checkpoint_lines[j])
             line += index.lines
     assert str(info.value) == str(driver)
 

@@ -295,7 +295,7 @@ def test_parquet_one_shard_per_row_group_with_json_values(storage, put):
 
     reader = get_reader(ReaderConfig(input_type="PARQUET"))
     shards = list(reader.plan_shards(url))
-    assert [(shard.start, shard.extra["rows"]) for shard in shards] == [
+    assert [(shard.start, shard.extra["count"]) for shard in shards] == [
         (0, 10), (1, 10), (2, 10), (3, 5),
     ]  # fmt: skip
     items = [item for shard in shards for item in reader.read_shard(shard)]

@@ -21,10 +21,10 @@ import pytest
 import zstandard
 
 from runner.errors import InputNotFound, ReaderError, SpecError
-from runner.readers import csv as csv_reader
-from runner.readers import jsonl as jsonl_reader
+from runner.readers import csvtext, jsonltext
 from runner.readers.base import KeyedValue, ReaderConfig, get_reader
 from runner.readers.csv import CsvReader
+from runner.readers.csvtext import physical_lines
 from runner.readers.json import JsonReader, pointer_tokens
 from runner.readers.jsonl import JsonlReader
 
@@ -206,14 +206,14 @@ def test_csv_line_splitting_matches_textiowrapper_across_block_edges(monkeypatch
     data = text.encode()
     expected = list(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=""))
     for block in (1, 2, 3, 5, 64, 4096):
-        monkeypatch.setattr(csv_reader, "_BLOCK", block)
-        lines = list(csv_reader._physical_lines(io.BytesIO(data), "mem"))
+        monkeypatch.setattr(csvtext, "_BLOCK", block)
+        lines = list(physical_lines(io.BytesIO(data), "mem"))
         assert lines == expected, f"block size {block}"
 
 
 def test_csv_line_without_breaks_is_refused_before_memory_grows(tmp_path, monkeypatch):
-    monkeypatch.setattr(csv_reader, "_BLOCK", 16)
-    monkeypatch.setattr(csv_reader, "_MAX_LINE", 100)
+    monkeypatch.setattr(csvtext, "_BLOCK", 16)
+    monkeypatch.setattr(csvtext, "MAX_LINE", 100)
     url = put(str(tmp_path / "one-line.csv"), "a,b\n" + "x" * 1000)
     produced, error = read_until_error(url, "CSV")
     assert produced == [] and error.position == "line 2" and "longer than" in error.reason
@@ -408,13 +408,13 @@ def test_jsonl_lines_split_right_across_block_edges(tmp_path, monkeypatch):
     text = "\n".join(json.dumps(v, ensure_ascii=False) for v in values) + "\n\n"
     url = put(str(tmp_path / "blocks.jsonl"), text)
     for block in (1, 3, 7, 100):
-        monkeypatch.setattr(jsonl_reader, "_BLOCK", block)
+        monkeypatch.setattr(jsonltext, "_BLOCK", block)
         assert read(url, "JSONL") == values, f"block size {block}"
 
 
 def test_jsonl_line_without_breaks_is_refused_before_memory_grows(tmp_path, monkeypatch):
-    monkeypatch.setattr(jsonl_reader, "_BLOCK", 16)
-    monkeypatch.setattr(jsonl_reader, "_MAX_LINE", 100)
+    monkeypatch.setattr(jsonltext, "_BLOCK", 16)
+    monkeypatch.setattr(jsonltext, "MAX_LINE", 100)
     url = put(str(tmp_path / "array.jsonl"), "1\n[" + ", ".join(["1"] * 500) + "]")
     produced, error = read_until_error(url, "JSONL")
     assert produced == [1] and error.position == "line 2" and "longer than" in error.reason

@@ -1,4 +1,4 @@
-"""Shard-parallel CSV and JSONL reading (runner/readers/split.py) against the whole-file readers.
+"""Shard-parallel CSV and JSONL reading (the readers' range hooks) against the whole-file readers.
 
 The property tests plan ranges, index every range under both hypotheses, resolve them and read
 every item back in batches that start anywhere: counts, items, errors and their line numbers
@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from runner.errors import ReaderError
-from runner.readers import csv as csv_reader
-from runner.readers import jsonl as jsonl_reader
-from runner.readers import split
-from runner.readers.base import ReaderConfig, Shard, get_reader
+from runner.readers import csvtext, jsonltext, ranges
+from runner.readers._io import BOM
+from runner.readers.base import RangeIndex, ReaderConfig, Shard, get_reader
+from runner.readers.ranges import choose, range_error, resolve
 
 SHARD_BYTES = (1, 2, 3, 7, 50, 1 << 20)
 SPACINGS = (1, 3, 10)
@@ -46,16 +46,16 @@ def whole_file(reader, url: str) -> tuple[list[Any], ReaderError | None]:
 def by_ranges(reader, url: str, shard_bytes: int, spacing: int, rng: random.Random):
     """The items read back range by range, and the error the driver would raise, if any."""
     try:
-        shards = split.plan_ranges(reader, url, shard_bytes)
+        shards = reader.plan_ranges(url, shard_bytes)
     except ReaderError as exc:  # a bad header record fails the plan, before any item
         return [], exc
     assert shards is not None
-    chosen = split.resolve([split.index_range(reader, shard, spacing) for shard in shards])
+    chosen = resolve([reader.index_range(shard, spacing) for shard in shards])
     firsts = first_lines(shards, chosen)
     error = None
     for n, index in enumerate(chosen):
         if index.error is not None:  # the driver stops at the first error of a true index
-            error = split.range_error(url, index, firsts[n])
+            error = range_error(url, index, firsts[n])
             shards, chosen = shards[: n + 1], chosen[: n + 1]
             break
     for index in chosen:
@@ -90,9 +90,7 @@ def read_in_batches(reader, shards, chosen, firsts, spacing, rng):
         size = min(rng.randint(1, 2 * spacing + 3), total - position)
         line = firsts[n] + index.checkpoint_lines[j]
         try:
-            batch = split.read_range(
-                reader, shards[n], index.checkpoints[j], local % spacing, size, line
-            )
+            batch = reader.read_range(shards[n], index.checkpoints[j], local % spacing, size, line)
         except ReaderError as exc:  # the items before it in the batch are in a retry's hands
             return items, exc
         assert len(batch) == size
@@ -116,9 +114,9 @@ def blocks(request, monkeypatch):
     """Run once with 1 MiB blocks and once with blocks of a few bytes, so that records, quoted
     tails and lines straddle block edges everywhere."""
     if request.param == "tiny blocks":
-        monkeypatch.setattr(split, "_BLOCK", 7)
-        monkeypatch.setattr(split, "_FIRST_READ", 5)
-        monkeypatch.setattr(split, "_BATCH_READ", 3)
+        monkeypatch.setattr(ranges, "BLOCK", 7)
+        monkeypatch.setattr(ranges, "FIRST_READ", 5)
+        monkeypatch.setattr(ranges, "_BATCH_READ", 3)
     return request.param
 
 
@@ -166,7 +164,7 @@ def random_csv(rng: random.Random, broken: bool) -> tuple[bytes, dict[str, Any]]
     if broken:
         data = break_somewhere(rng, data, [b'"bad"x\n', b'"never closed\n', b"caf\xe9\n"])
     if rng.random() < 0.2:
-        data = csv_reader._BOM + data
+        data = BOM + data
     return data, config
 
 
@@ -185,7 +183,7 @@ def random_jsonl(rng: random.Random, broken: bool) -> bytes:
     if broken:
         data = break_somewhere(rng, data, [b'{"a": }\n', b"NaN\n", b"1 2\n", b'"caf\xe9"\n'])
     if rng.random() < 0.2:
-        data = csv_reader._BOM + data
+        data = BOM + data
     return data
 
 
@@ -222,9 +220,9 @@ def test_jsonl_unvalidated_index_leaves_errors_to_the_batch_reads(tmp_path, bloc
     expected, expected_error = whole_file(reader, url)
     for shard_bytes in (1, 7, 1 << 20):
         spacing = rng.choice(SPACINGS)
-        shards = split.plan_ranges(reader, url, shard_bytes)
-        pairs = [split.index_range(reader, s, spacing, validate=False) for s in shards]
-        chosen = split.resolve(pairs)
+        shards = reader.plan_ranges(url, shard_bytes)
+        pairs = [reader.index_range(s, spacing, validate=False) for s in shards]
+        chosen = resolve(pairs)
         assert all(index.error is None for index in chosen)
         firsts = first_lines(shards, chosen)
         items, error = read_in_batches(reader, shards, chosen, firsts, spacing, rng)
@@ -262,9 +260,9 @@ def test_a_wrong_hypothesis_keeps_its_error_to_itself(tmp_path):
     reader = get_reader(ReaderConfig(input_type="CSV"))
     wrong_errors = 0
     for shard_bytes in range(1, len(text)):
-        shards = split.plan_ranges(reader, url, shard_bytes)
-        pairs = [split.index_range(reader, shard, 1) for shard in shards]
-        chosen = split.resolve(pairs)
+        shards = reader.plan_ranges(url, shard_bytes)
+        pairs = [reader.index_range(shard, 1) for shard in shards]
+        chosen = resolve(pairs)
         assert all(index.error is None for index in chosen)
         assert sum(index.count for index in chosen) == 3
         wrong_errors += sum(
@@ -276,22 +274,22 @@ def test_a_wrong_hypothesis_keeps_its_error_to_itself(tmp_path):
 def test_h1_is_absent_where_it_cannot_be_true(tmp_path):
     url = write(tmp_path, "x.csv", "a\n1\n2\n")
     csv_items = get_reader(ReaderConfig(input_type="CSV"))
-    first, *rest = split.plan_ranges(csv_items, url, 2)
-    assert split.index_range(csv_items, first, 1)[1] is None
-    assert all(split.index_range(csv_items, shard, 1)[1] is not None for shard in rest)
+    first, *rest = csv_items.plan_ranges(url, 2)
+    assert csv_items.index_range(first, 1)[1] is None
+    assert all(csv_items.index_range(shard, 1)[1] is not None for shard in rest)
     url = write(tmp_path, "x.jsonl", "1\n2\n")
     jsonl_items = get_reader(ReaderConfig(input_type="JSONL"))
-    for shard in split.plan_ranges(jsonl_items, url, 1):
-        assert split.index_range(jsonl_items, shard, 1)[1] is None
+    for shard in jsonl_items.plan_ranges(url, 1):
+        assert jsonl_items.index_range(shard, 1)[1] is None
 
 
 def test_resolve_refuses_a_range_without_the_hypothesis_it_needs():
-    inside = split.RangeIndex(1, (0,), (0,), 2, True, None)
-    plain = split.RangeIndex(1, (5,), (0,), 1, False, None)
-    assert split.resolve([(plain, None), (plain, inside)]) == [plain, plain]
-    assert split.choose(inside, (plain, inside)) is inside
+    inside = RangeIndex(1, (0,), (0,), 2, True, None)
+    plain = RangeIndex(1, (5,), (0,), 1, False, None)
+    assert resolve([(plain, None), (plain, inside)]) == [plain, plain]
+    assert choose(inside, (plain, inside)) is inside
     with pytest.raises(AssertionError, match="no H1 index"):
-        split.resolve([(inside, None), (plain, None)])
+        resolve([(inside, None), (plain, None)])
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -324,21 +322,21 @@ def test_a_batch_over_a_bad_record_raises_what_the_plain_reader_raises(tmp_path)
     url = write(tmp_path, "bad.csv", 'a,b\n1,2\n3,4\n5,"x\n"y\n7,8\n')
     reader = get_reader(ReaderConfig(input_type="CSV"))
     expected_error = whole_file(reader, url)[1]
-    (shard,) = split.plan_ranges(reader, url, 1 << 20)
-    index, _ = split.index_range(reader, shard, 1)
+    (shard,) = reader.plan_ranges(url, 1 << 20)
+    index, _ = reader.index_range(shard, 1)
     assert index.count == 2 and index.error is not None and index.error_span == 1
-    assert str(split.range_error(url, index, 2)) == str(expected_error)
+    assert str(range_error(url, index, 2)) == str(expected_error)
     with pytest.raises(ReaderError) as info:
-        split.read_range(reader, shard, index.checkpoints[1], 0, 10, 2 + index.checkpoint_lines[1])
+        reader.read_range(shard, index.checkpoints[1], 0, 10, 2 + index.checkpoint_lines[1])
     assert str(info.value) == str(expected_error)
 
 
 def test_lines_longer_than_the_limit_fail_as_in_the_plain_reader(tmp_path, monkeypatch):
-    monkeypatch.setattr(csv_reader, "_BLOCK", 16)
-    monkeypatch.setattr(csv_reader, "_MAX_LINE", 100)
-    monkeypatch.setattr(split, "_BLOCK", 16)
-    monkeypatch.setattr(split, "_FIRST_READ", 16)
-    monkeypatch.setattr(split, "_BATCH_READ", 16)
+    monkeypatch.setattr(csvtext, "_BLOCK", 16)
+    monkeypatch.setattr(csvtext, "MAX_LINE", 100)
+    monkeypatch.setattr(ranges, "BLOCK", 16)
+    monkeypatch.setattr(ranges, "FIRST_READ", 16)
+    monkeypatch.setattr(ranges, "_BATCH_READ", 16)
     url = write(tmp_path, "one-line.csv", "a,b\n1,2\n" + "x" * 1000)
     reader = get_reader(ReaderConfig(input_type="CSV"))
     expected_error = whole_file(reader, url)[1]
@@ -349,20 +347,20 @@ def test_lines_longer_than_the_limit_fail_as_in_the_plain_reader(tmp_path, monke
 
 
 def test_jsonl_lines_longer_than_the_limit_fail_as_in_the_plain_reader(tmp_path, monkeypatch):
-    monkeypatch.setattr(jsonl_reader, "_BLOCK", 16)
-    monkeypatch.setattr(jsonl_reader, "_MAX_LINE", 100)
-    monkeypatch.setattr(split, "_BLOCK", 16)
-    monkeypatch.setattr(split, "_FIRST_READ", 16)
-    monkeypatch.setattr(split, "_BATCH_READ", 16)
+    monkeypatch.setattr(jsonltext, "_BLOCK", 16)
+    monkeypatch.setattr(jsonltext, "MAX_LINE", 100)
+    monkeypatch.setattr(ranges, "BLOCK", 16)
+    monkeypatch.setattr(ranges, "FIRST_READ", 16)
+    monkeypatch.setattr(ranges, "_BATCH_READ", 16)
     url = write(tmp_path, "array.jsonl", "1\n[" + ", ".join(["1"] * 500) + "]")
     reader = get_reader(ReaderConfig(input_type="JSONL"))
     expected, expected_error = whole_file(reader, url)
     for shard_bytes in (1, 50, 1 << 20):
         items, error = by_ranges(reader, url, shard_bytes, 1, random.Random(0))
         assert items == expected and str(error) == str(expected_error)
-    (shard,) = split.plan_ranges(reader, url, 1 << 20)
+    (shard,) = reader.plan_ranges(url, 1 << 20)
     with pytest.raises(ReaderError) as info:
-        split.read_range(reader, shard, 0, 0, 5, 1)
+        reader.read_range(shard, 0, 0, 5, 1)
     assert str(info.value) == str(expected_error)
 
 
@@ -389,13 +387,13 @@ def test_a_batch_over_an_invalid_jsonl_line_raises_what_the_plain_reader_raises(
     url = write(tmp_path, "bad.jsonl", "1\n\n2\n{]\n3\n")
     reader = get_reader(ReaderConfig(input_type="JSONL"))
     expected_error = whole_file(reader, url)[1]
-    (shard,) = split.plan_ranges(reader, url, 1 << 20)
-    index, _ = split.index_range(reader, shard, 1)
+    (shard,) = reader.plan_ranges(url, 1 << 20)
+    index, _ = reader.index_range(shard, 1)
     assert index.count == 2 and index.error == (expected_error.reason, 3)
     with pytest.raises(ReaderError) as info:
-        split.read_range(reader, shard, index.checkpoints[1], 0, 2, 1 + index.checkpoint_lines[1])
+        reader.read_range(shard, index.checkpoints[1], 0, 2, 1 + index.checkpoint_lines[1])
     assert str(info.value) == str(expected_error)
-    assert split.read_range(reader, shard, 0, 0, 0, 1) == []
+    assert reader.read_range(shard, 0, 0, 0, 1) == []
 
 
 @pytest.mark.parametrize(
@@ -406,14 +404,14 @@ def test_reads_return_fewer_items_only_at_the_end_of_the_file(
     tmp_path, name, text, input_type, second
 ):
     reader = get_reader(ReaderConfig(input_type=input_type))
-    (shard,) = split.plan_ranges(reader, write(tmp_path, name, text), 1 << 20)
+    (shard,) = reader.plan_ranges(write(tmp_path, name, text), 1 << 20)
     line = shard.extra["first_line"]
-    assert split.read_range(reader, shard, shard.start, 1, 10, line) == [second]
-    assert split.read_range(reader, shard, shard.start, 5, 10, line) == []
+    assert reader.read_range(shard, shard.start, 1, 10, line) == [second]
+    assert reader.read_range(shard, shard.start, 5, 10, line) == []
     with pytest.raises(ValueError, match="spacing"):
-        split.index_range(reader, shard, 0)
+        reader.index_range(shard, 0)
     with pytest.raises(ValueError, match="shard_bytes"):
-        split.plan_ranges(reader, shard.url, 0)
+        reader.plan_ranges(shard.url, 0)
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -422,7 +420,7 @@ def test_reads_return_fewer_items_only_at_the_end_of_the_file(
 def test_ranges_cover_the_data_after_bom_and_header(tmp_path):
     data = b'\xef\xbb\xbf\n"multi\nline",b\r\n1,2\n3,4\n'
     url = write(tmp_path, "h.csv", data)
-    shards = split.plan_ranges(get_reader(ReaderConfig(input_type="CSV")), url, 4)
+    shards = get_reader(ReaderConfig(input_type="CSV")).plan_ranges(url, 4)
     data_start = data.index(b"1,2")
     assert [(s.number, s.start, s.end) for s in shards] == [
         (0, data_start, data_start + 4),
@@ -438,9 +436,9 @@ def test_ranges_cover_the_data_after_bom_and_header(tmp_path):
 def test_csv_without_header_or_data_plans_no_ranges(tmp_path):
     reader = get_reader(ReaderConfig(input_type="CSV"))
     for text in ("", "\n\n", "a,b\n", "a,b"):
-        assert split.plan_ranges(reader, write(tmp_path, "e.csv", text), 10) == []
+        assert reader.plan_ranges(write(tmp_path, "e.csv", text), 10) == []
     jsonl = get_reader(ReaderConfig(input_type="JSONL"))
-    assert split.plan_ranges(jsonl, write(tmp_path, "e.jsonl", ""), 10) == []
+    assert jsonl.plan_ranges(write(tmp_path, "e.jsonl", ""), 10) == []
 
 
 def test_duplicate_headers_fail_as_in_the_plain_reader(tmp_path):
@@ -449,7 +447,7 @@ def test_duplicate_headers_fail_as_in_the_plain_reader(tmp_path):
         reader = get_reader(ReaderConfig(input_type="CSV", **config))
         expected_error = whole_file(reader, url)[1]
         with pytest.raises(ReaderError) as info:
-            split.plan_ranges(reader, url, 10)
+            reader.plan_ranges(url, 10)
         assert str(info.value) == str(expected_error)
         assert info.value.position == expected_error.position
 
@@ -457,15 +455,15 @@ def test_duplicate_headers_fail_as_in_the_plain_reader(tmp_path):
 def test_compressed_files_and_other_readers_do_not_split(tmp_path):
     csv_items = get_reader(ReaderConfig(input_type="CSV"))
     url = write(tmp_path, "x.csv.gz", gzip.compress(b"a\n1\n"))
-    assert split.plan_ranges(csv_items, url, 1) is None
-    assert split.plan_ranges(csv_items, url.upper(), 1) is None
+    assert csv_items.plan_ranges(url, 1) is None
+    assert csv_items.plan_ranges(url.upper(), 1) is None
     json_items = get_reader(ReaderConfig(input_type="JSON"))
-    assert split.plan_ranges(json_items, url, 1) is None
-    shard = split.plan_ranges(csv_items, write(tmp_path, "x.csv", "a\n1\n"), 1)[0]
+    assert json_items.plan_ranges(url, 1) is None
+    shard = csv_items.plan_ranges(write(tmp_path, "x.csv", "a\n1\n"), 1)[0]
     with pytest.raises(ValueError, match="cannot be indexed"):
-        split.index_range(json_items, shard, 1)
+        json_items.index_range(shard, 1)
     with pytest.raises(ValueError, match="not a planned byte range"):
-        split.index_range(csv_items, Shard(url), 1)
+        csv_items.index_range(Shard(url), 1)
 
 
 # -- S3 ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from runner.errors import (
 )
 
 __all__ = [
+    "BOM",
     "compression_of",
     "filesystem",
     "is_local_disk",
@@ -31,6 +32,9 @@ __all__ = [
     "protocols",
     "url_of",
 ]
+
+#: UTF-8's byte-order mark: not part of a text file's first line.
+BOM = b"\xef\xbb\xbf"
 
 # What a storage or decompression stream raises mid-read: network and disk errors (OSError),
 # truncated gzip (EOFError), corrupt gzip (zlib.error), corrupt zstd (zstandard.ZstdError).

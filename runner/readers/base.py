@@ -7,7 +7,9 @@ A reader turns one source URL into a stream of item values. Implementers write t
   beyond what is needed to find boundaries.
 - ``read_shard(shard)``: stream the item values of one shard, in source order.
 
-Everything else (``iter_items``) is built on those two, so a new reader is small.
+Everything else (``iter_items``) is built on those two, so a new reader is small. A reader whose
+sources workers can read in pieces (shard reading, :mod:`runner.shards`) adds three more:
+``plan_ranges``, ``index_range`` and ``read_range``.
 Readers never assign global item indices: the planner numbers items as it streams them,
 which keeps indices exact whatever the sharding.
 
@@ -30,7 +32,9 @@ from __future__ import annotations
 import importlib
 import itertools
 import operator
-from collections.abc import Iterator, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -44,11 +48,14 @@ __all__ = [
     "MAX_NESTING_DEPTH",
     "ItemReader",
     "KeyedValue",
+    "RangeIndex",
     "ReaderConfig",
+    "Recent",
     "Shard",
     "get_reader",
     "known_input_types",
     "placed",
+    "reader_class",
 ]
 
 #: The deepest nesting of containers any reader accepts in an item (see the module docstring).
@@ -95,6 +102,29 @@ class Shard:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RangeIndex:
+    """What one hypothesis says about the records that start in ``[c_i, c_{i+1})``.
+
+    ``checkpoints[j]`` is a byte offset where a record starts (in the parser's sense), with at
+    most blank lines between it and local item ``j * spacing``; ``checkpoint_lines[j]`` is its
+    physical line counted from ``c_i`` (0-based). ``lines`` counts the line breaks in the range
+    (the same for both hypotheses; a lower bound only after a line over the length limit,
+    where the read cannot go on). ``error`` is
+    ``(reason, local line)`` of the first read error; ``error_span`` is how many lines after the
+    record's first line the parser gave up (csv.py names both lines then): build the exact
+    :class:`ReaderError` with :func:`runner.readers.ranges.range_error`.
+    """
+
+    count: int
+    checkpoints: tuple[int, ...]
+    checkpoint_lines: tuple[int, ...]
+    lines: int
+    next_inside_quotes: bool
+    error: tuple[str, int] | None
+    error_span: int = 0
+
+
 class ItemReader:
     """Base class: subclasses set ``input_type`` and implement the two hooks."""
 
@@ -111,6 +141,40 @@ class ItemReader:
     def read_shard(self, shard: Shard) -> Iterator[Any]:
         """Stream the item values of ``shard`` (a :class:`KeyedValue` for JSON-object pairs)."""
         raise NotImplementedError
+
+    # -- shard reading (runner.shards): a worker reads a batch straight from storage ----
+    @classmethod
+    def reads_ranges(cls) -> bool:
+        """Whether workers can read this reader's sources in shards (it has
+        :meth:`plan_ranges`)."""
+        return cls.plan_ranges is not ItemReader.plan_ranges
+
+    def plan_ranges(self, url: str, shard_bytes: int) -> list[Shard] | None:
+        """``url`` cut into shards a worker can read a batch from, or ``None`` when this
+        source cannot be split (the driver then reads it). A shard whose ``extra`` holds
+        ``count`` needs no index (planning knows its items: Parquet row groups, listing
+        pages); the others are byte ranges of about ``shard_bytes`` that workers index
+        (:meth:`index_range`). Default: ``None``.
+        """
+        return None
+
+    def index_range(
+        self, shard: Shard, spacing: int, *, validate: bool = True
+    ) -> tuple[RangeIndex, RangeIndex | None]:
+        """The records that start in the byte range ``shard``, under both hypotheses (H1
+        ``None`` where a range cannot start inside a record), with a checkpoint every
+        ``spacing`` items. Never raises for bad data: each hypothesis records its first error,
+        raised only if that hypothesis is the true one (:func:`runner.readers.ranges.choose`).
+        """
+        raise ValueError(f"{type(self).__name__} ranges cannot be indexed")
+
+    def read_range(self, shard: Shard, offset: int, skip: int, take: int, line: int) -> list[Any]:
+        """The values of ``take`` items after skipping ``skip`` from ``offset`` in ``shard``
+        (a checkpoint of its index; 0 for a counted shard); ``line`` is the 1-based physical
+        line at ``offset``, for errors. Bad data raises the :class:`ReaderError` the
+        whole-file read would raise there.
+        """
+        raise ValueError(f"{type(self).__name__} ranges cannot be read")
 
     # -- user API ----------------------------------------------------------------------
     def iter_items(self, url: str) -> Iterator[Any]:
@@ -144,6 +208,30 @@ class ItemReader:
 
             return "S3://" + "/".join(split_object_url(url))
         return url
+
+
+class Recent:
+    """The last ``keep`` values made, by key, for one worker process (thread-safe): a worker
+    runs the batches of a row group or a listing page one after another, and decoding or
+    listing it again per batch would cost more than the batch."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._values: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """The value kept for ``key``, else ``make()`` (called outside the lock), kept."""
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = make()
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self.keep:
+                self._values.popitem(last=False)
+        return value
 
 
 # Keys are keys: an s3key:// URL (runner.readers.s3keys.object_url) names one object by its exact
@@ -182,16 +270,21 @@ def known_input_types() -> list[str]:
     return sorted(_READERS)
 
 
-def get_reader(config: ReaderConfig) -> ItemReader:
-    """The reader for ``config.input_type``; an unknown type lists the known ones."""
-    name = config.input_type
-    if name not in _loaded:
-        target = _READERS.get(name)
+def reader_class(input_type: str) -> type[ItemReader]:
+    """The reader class of ``input_type``, imported on first use; an unknown type lists the
+    known ones."""
+    if input_type not in _loaded:
+        target = _READERS.get(input_type)
         if target is None:
             raise SpecError(
                 "ItemReader.ReaderConfig.InputType",
-                f"must be one of {', '.join(known_input_types())} (got {name!r})",
+                f"must be one of {', '.join(known_input_types())} (got {input_type!r})",
             )
         module_name, _, class_name = target.partition(":")
-        _loaded[name] = getattr(importlib.import_module(module_name), class_name)
-    return _loaded[name](config)
+        _loaded[input_type] = getattr(importlib.import_module(module_name), class_name)
+    return _loaded[input_type]
+
+
+def get_reader(config: ReaderConfig) -> ItemReader:
+    """The reader for ``config.input_type``; an unknown type lists the known ones."""
+    return reader_class(config.input_type)(config)

@@ -39,10 +39,12 @@ from collections.abc import Generator, Iterator, Mapping
 from typing import Any, ClassVar, Protocol
 
 from runner.errors import InputNotFound, ReaderError, SpecError, redact_url
-from runner.readers.base import ItemReader, ReaderConfig, Shard, get_reader
+from runner.readers.base import ItemReader, ReaderConfig, Recent, Shard, get_reader
 from runner.readers.s3keys import object_url, unsafe_key
 
 __all__ = ["ListingReader"]
+
+_listed_pages = Recent(keep=2)  # pages this worker process listed last
 
 _FLATTEN_INPUT_TYPES = ("CSV", "JSON", "JSONL", "PARQUET")
 
@@ -101,6 +103,21 @@ class ListingReader(ItemReader):
         """AWS listing items of some of a page's entries (a local file is hashed here)."""
         lister = self._lister(shard.url)
         return [lister.item(entry) for entry in entries]
+
+    # -- shard reading: pages, counted by the driver's listing -------------------------
+    def plan_ranges(self, url: str, shard_bytes: int) -> list[Shard] | None:
+        """The listing's pages (1,000 keys each; a worker re-lists its page by
+        ``StartAfter``). ``None`` under LOAD_AND_FLATTEN: only reading every object counts
+        its items."""
+        if self._inner is not None:
+            return None
+        return list(self.plan_shards(url))
+
+    def read_range(self, shard: Shard, offset: int, skip: int, take: int, line: int) -> list[Any]:
+        """Items ``skip .. skip+take`` of a page. A worker lists each page once, not once per
+        batch, and builds only this batch's items (for a local folder, where files are hashed)."""
+        page = _listed_pages.get((shard.url, shard.number), lambda: self.page_entries(shard))
+        return self.page_items(shard, page[skip : skip + take])
 
     def source_name(self, url: str) -> str:
         """``S3://bucket`` for a listing (AWS names the bucket, not the prefix)."""
