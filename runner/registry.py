@@ -83,7 +83,9 @@ class Extra:
 #: (the Dask executor imports ``distributed`` only when it starts).
 EXTRAS: Mapping[str, Extra] = MappingProxyType(
     {
-        "dask": Extra(("dask", "distributed"), ("runner.executors.dask",)),
+        "dask": Extra(
+            ("dask", "distributed"), ("runner.executors.dask", "runner.executors.daskremote")
+        ),
         "genomics": Extra(("mappy", "pysam"), ("workers.genomics", "workers.genomics_sample")),
         "images": Extra(
             ("PIL", "imagehash", "skimage"), ("workers.images", "workers.images_sample")

@@ -265,7 +265,8 @@ def test_a_call_says_when_it_started_while_it_runs_never_while_it_waits(
     driver while they run (their deadlines count from them), the queued one has none until
     a worker takes it, and then it is no earlier than one came free."""
     from runner.executors.base import started_at
-    from runner.executors.dask import LIVE_START_SECONDS, DaskExecutor
+    from runner.executors.dask import DaskExecutor
+    from runner.executors.daskremote import LIVE_START_SECONDS
 
     with DaskExecutor() as executor:
         busy = [executor.submit(nap, 1.5) for _ in range(2)]

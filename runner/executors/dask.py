@@ -65,13 +65,13 @@ its nanny's log, the signal or exit status), and only the pipeline's Retry runs 
 When a call starts. TimeoutSeconds counts from when a worker takes the batch, and the results'
 StartDate is that moment (:func:`runner.executors.base.started_at`). Every call carries its
 start time (the worker's clock) back with its outcome; a call still running after
-:data:`LIVE_START_SECONDS` is also announced while it runs, by a watcher thread on the worker,
-as an event on a topic of this executor's (``Worker.log_event``; ``Client.subscribe_topic``),
-with how long it has run, so the driver arms its deadline from its start without comparing
-clocks. Shorter calls cost no message: none of them can time out. A call that holds the GIL
-without pause (some C extensions) silences its worker altogether, its announcement included;
-Dask then removes the silent worker after ``distributed.scheduler.worker-ttl`` and the batch
-fails with ``WorkerProcessDied``.
+:data:`~runner.executors.daskremote.LIVE_START_SECONDS` is also announced while it runs, by a
+watcher thread on the worker, as an event on a topic of this executor's (``Worker.log_event``;
+``Client.subscribe_topic``), with how long it has run, so the driver arms its deadline from its
+start without comparing clocks. Shorter calls cost no message: none of them can time out. A
+call that holds the GIL without pause (some C extensions) silences its worker altogether, its
+announcement included; Dask then removes the silent worker after
+``distributed.scheduler.worker-ttl`` and the batch fails with ``WorkerProcessDied``.
 
 Signals: Dask worker processes keep Dask's own handling. SIGINT (Ctrl-C reaches the whole
 process group, LocalCluster's workers included) makes a worker shut down, cancelling its
@@ -86,15 +86,11 @@ loop, where wakeups can be missed for good (a run that never finishes).
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import itertools
 import logging
 import os
 import queue
 import re
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -103,11 +99,22 @@ from concurrent.futures import CancelledError, Future, InvalidStateError
 from contextlib import suppress
 from functools import partial
 from itertools import pairwise
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 from runner.errors import ExecutorError
 from runner.executors.base import mark_started
-from runner.executors.procpool import TaskExited, WorkerProcessDied, task_error
+from runner.executors.daskremote import (
+    CLAIMS,
+    DONE,
+    Calls,
+    Rerun,
+    Where,
+    drop_records,
+    read_records,
+    run_calls,
+    topic,
+)
+from runner.executors.procpool import TaskExited, WorkerProcessDied
 from runner.settings import settings
 
 __all__ = ["DaskExecutor", "TaskExited", "WorkerProcessDied"]
@@ -122,9 +129,6 @@ MAX_CHUNK = 32
 _POLL_SECONDS = 0.05
 #: How long to wait for a dead worker's nanny to log how its process ended.
 DEATH_REPORT_SECONDS = 3.0
-#: A call still running after this long is announced to the driver (its deadline starts from
-#: its start); shorter calls report their start with their outcome only.
-LIVE_START_SECONDS = 0.05
 #: A call whose worker died while it waited there (or after it finished, its result with it)
 #: is sent again at most this many times; then it fails with WorkerProcessDied.
 MAX_LOST_RESENDS = 3
@@ -133,9 +137,6 @@ _DEATH_MESSAGE = re.compile(
     r"Worker process (\d+) (?:exited with status (-?\d+)|was killed by signal (\d+)"
     r"|was killed by (unknown signal))"
 )
-#: Scheduler metadata under which tasks claim themselves (only on schedulers that reschedule).
-_CLAIMS = "shardmap-claims"
-_DONE = -1  # a start record's call index once its task's calls are all done
 
 log = logging.getLogger("shardmap")
 
@@ -144,21 +145,6 @@ _STOP = object()  # queued by __exit__: the collector settles what it has, then 
 _UNKNOWN = object()  # which call a lost task was running cannot be known
 
 _Entry = tuple[Future, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
-
-
-class _Where(NamedTuple):
-    """A Dask worker process: its address, process id and nanny's address (if any)."""
-
-    address: str
-    pid: int | None
-    nanny: str | None
-
-
-class _Rerun(NamedTuple):
-    """A task's outcome when Dask ran it again after its worker died: none of its calls ran
-    again; ``first`` is where it ran before."""
-
-    first: _Where
 
 
 class DaskExecutor:
@@ -202,7 +188,7 @@ class DaskExecutor:
         self._chunk_of: dict[Future, _Chunk] = {}  # sent local -> its chunk, until settled
         self._chunks: dict[int, _Chunk] = {}  # chunk number -> chunk, until the collector takes it
         self._resent: dict[Future, int] = {}  # how often a call was sent again after a loss
-        self._records: dict[_Where, dict[int, int] | None] = {}  # a dead process's start records
+        self._records: dict[Where, dict[int, int] | None] = {}  # a dead process's start records
         self._ready: queue.SimpleQueue[Any] = queue.SimpleQueue()  # finished Dask futures
         self._collector: threading.Thread | None = None
         self._broken: BaseException | None = None
@@ -234,7 +220,7 @@ class DaskExecutor:
         self._allowed_failures = None
         self._claims = self._scheduler_reschedules()
         # On the same stream as the tasks that follow, so it is in place before any runs.
-        self._client.subscribe_topic(_topic(self._token), self._on_start)
+        self._client.subscribe_topic(topic(self._token), self._on_start)
         self._broken = None
         self._call_seconds = None
         self._ready = queue.SimpleQueue()
@@ -303,18 +289,18 @@ class DaskExecutor:
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
-            _drop_records(self._token)  # its workers and nannies ran on this machine
+            drop_records(self._token)  # its workers and nannies ran on this machine
 
     def _clean_up(self) -> None:
         """Best effort: drop this opening's start records and claims on the cluster."""
         with suppress(Exception):
-            self._client.unsubscribe_topic(_topic(self._token))
+            self._client.unsubscribe_topic(topic(self._token))
         if self._cluster is not None:
             return
         try:
-            self._client.run(_drop_records, self._token, on_error="ignore")
+            self._client.run(drop_records, self._token, on_error="ignore")
             if self._claims:
-                self._client.set_metadata([_CLAIMS, self._token], None)
+                self._client.set_metadata([CLAIMS, self._token], None)
         except Exception:
             log.debug("dask executor: cleaning up on the cluster failed", exc_info=True)
 
@@ -368,7 +354,7 @@ class DaskExecutor:
         name = _task_name(entries[0][1])
         try:
             remotes = self._client.map(
-                _run_calls,
+                run_calls,
                 [chunk.calls(self._token, self._claims) for chunk in chunks],
                 key=[f"{name}-{self._token}-{chunk.number}" for chunk in chunks],
                 retries=0,  # the loop's Retry decides (and Dask's default may not be 0)
@@ -518,7 +504,7 @@ class DaskExecutor:
     def _deliver(self, chunk: _Chunk, outcomes: Any) -> None:
         from distributed.protocol.pickle import loads
 
-        if isinstance(outcomes, _Rerun):  # Dask ran it again: its first worker died with it
+        if isinstance(outcomes, Rerun):  # Dask ran it again: its first worker died with it
             self._lost(chunk, outcomes.first, None)
             return
         chunk.settled = True
@@ -543,22 +529,22 @@ class DaskExecutor:
             self._call_seconds = seconds if mean is None else 0.9 * mean + 0.1 * seconds
 
     # -- a worker that died --------------------------------------------------------------------
-    def _where_it_ran(self, chunk: _Chunk, killed: Any) -> _Where | None:
+    def _where_it_ran(self, chunk: _Chunk, killed: Any) -> Where | None:
         """The worker process a ``KilledWorker`` task was on when it died: where it had claimed
         itself (when tasks claim themselves; ``None`` if it never started), else the worker
         the scheduler names."""
         if self._claims:
             try:
-                claim = self._client.get_metadata([_CLAIMS, self._token, str(chunk.number)], None)
+                claim = self._client.get_metadata([CLAIMS, self._token, str(chunk.number)], None)
             except Exception as exc:  # then which worker, and so which call, is unknown
                 log.warning("dask executor: the scheduler's claims could not be read: %s", exc)
-                return _Where("(unknown address)", None, None)
-            return None if claim is None else _Where(*claim)
+                return Where("(unknown address)", None, None)
+            return None if claim is None else Where(*claim)
         state = killed.last_worker  # the scheduler's WorkerState of the worker that died
         address = getattr(state, "address", None) or str(state)
-        return _Where(address, getattr(state, "pid", None) or None, getattr(state, "nanny", None))
+        return Where(address, getattr(state, "pid", None) or None, getattr(state, "nanny", None))
 
-    def _lost(self, chunk: _Chunk, where: _Where | None, killed: Any) -> None:
+    def _lost(self, chunk: _Chunk, where: Where | None, killed: Any) -> None:
         """``chunk``'s worker process died before its outcome came back (``where``: the
         process, ``None`` when the chunk never started). The call that was running fails with
         WorkerProcessDied; the others are sent again (see the module docstring)."""
@@ -606,7 +592,7 @@ class DaskExecutor:
     def _forget_resent(self, local: Future) -> None:
         self._resent.pop(local, None)
 
-    def _running_call(self, chunk: _Chunk, where: _Where | None) -> Any:
+    def _running_call(self, chunk: _Chunk, where: Where | None) -> Any:
         """Index of the call ``chunk`` was running when its worker died; ``None`` when none
         was (it never started, or its calls were all done); ``_UNKNOWN``."""
         if where is None:
@@ -617,9 +603,9 @@ class DaskExecutor:
         if records is None:
             return _UNKNOWN
         index = records.get(chunk.number)
-        return None if index is None or index == _DONE else index
+        return None if index is None or index == DONE else index
 
-    def _recorded_starts(self, where: _Where) -> dict[int, int] | None:
+    def _recorded_starts(self, where: Where) -> dict[int, int] | None:
         """The dead process's start records, read back by its nanny; ``None`` if it has none
         (no nanny, no answer, nothing recorded)."""
         if not where.nanny or where.pid is None:
@@ -629,7 +615,7 @@ class DaskExecutor:
         try:
             reply = self._client.sync(
                 self._client.rpc(where.nanny).run,
-                function=dumps(_read_records),
+                function=dumps(read_records),
                 args=dumps((self._token, where.pid)),
             )
         except Exception as exc:
@@ -641,7 +627,7 @@ class DaskExecutor:
         result = reply.get("result")
         return result if isinstance(result, dict) else None
 
-    def _death(self, where: _Where, *, unknown: bool, size: int) -> WorkerProcessDied:
+    def _death(self, where: Where, *, unknown: bool, size: int) -> WorkerProcessDied:
         """What happened, as the process pool says it: which worker, its process, how it
         ended."""
         exitcode, why = self._exit_status(where.pid, where.nanny)
@@ -705,250 +691,15 @@ class _Chunk:
         self.remote: Any = None
         self.settled = False
 
-    def calls(self, token: str, claims: bool) -> _Calls:
+    def calls(self, token: str, claims: bool) -> Calls:
         calls = [(fn, args, kwargs) for _, fn, args, kwargs in self.entries]
-        return _Calls(calls, token, self.number, claims)
-
-
-class _Calls:
-    """The calls of one task, opaque to Dask. Dask walks every dict, list and tuple among a
-    task's arguments looking for futures (``dask._task_spec.parse_input``); for batches of a
-    hundred items that walk alone cost more than the work. Arguments are passed as given, as by
-    ``concurrent.futures``: Dask futures inside them are not resolved."""
-
-    __slots__ = ("calls", "claims", "number", "token")
-
-    def __init__(
-        self,
-        calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]],
-        token: str = "",
-        number: int = 0,
-        claims: bool = False,
-    ) -> None:
-        self.calls = calls
-        self.token = token
-        self.number = number
-        self.claims = claims
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _Calls, (self.calls, self.token, self.number, self.claims)
-
-
-# -- on a worker ---------------------------------------------------------------------------------
-def _run_calls(batch: _Calls) -> list[tuple[bool, bytes, float, float]] | _Rerun:
-    """On a worker: run each call; its value or exception pickled on its own, its time and
-    when it started (this machine's clock)."""
-    from distributed.protocol.pickle import dumps
-
-    worker = _current_worker()
-    if batch.claims and worker is not None:
-        first = _claim(worker, batch)
-        if first is not None:
-            return _Rerun(first)
-    outcomes = []
-    for index, (fn, args, kwargs) in enumerate(batch.calls):
-        wall, started = _PROBE.begin(worker, batch, index)
-        try:
-            payload = (True, dumps(fn(*args, **kwargs)))
-        except BaseException as exc:  # each call fails on its own, as one task per call would
-            payload = (False, _pickled_error(task_error(exc, _this_worker())))
-        _PROBE.end_call()
-        outcomes.append((*payload, time.perf_counter() - started, wall))
-    _PROBE.end(batch)
-    return outcomes
-
-
-def _claim(worker: Any, batch: _Calls) -> _Where | None:
-    """Claim this task on the scheduler before any of its calls runs; where it ran before, if
-    it did (Dask rescheduled it after that worker died)."""
-    from distributed.utils import sync
-
-    keys = [_CLAIMS, batch.token, str(batch.number)]
-    first = sync(worker.loop, worker.scheduler.get_metadata, keys=keys, default=None)
-    if first is not None:
-        return _Where(*first)
-    here = [worker.address, os.getpid(), worker.nanny]
-    sync(worker.loop, worker.scheduler.set_metadata, keys=keys, value=here)
-    return None
-
-
-class _Probe:
-    """On a worker process: the call each thread runs, told to whoever needs it.
-
-    * Its nanny, if the process dies: each thread rewrites a record in a file of its own as a
-      call starts and once its task's calls are done (:func:`_records_dir`). A ``pwrite`` in
-      place costs a microsecond or two and outlives the process (SIGKILL, the OOM killer).
-    * The driver, while the call runs: a watcher thread announces each call that has run
-      :data:`LIVE_START_SECONDS` (``Worker.log_event`` on the executor's topic).
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()  # guards the fields below, and writes to the files
-        self.files: dict[tuple[str, int], int | None] = {}  # (token, thread) -> fd (None: failed)
-        self.closed: set[str] = set()  # tokens whose executor closed: record nothing more
-        # thread -> [worker, token, chunk number, call index, wall start, perf start, announced]
-        self.running: dict[int, list[Any] | None] = {}
-        self.busy = threading.Event()
-        self.watcher: threading.Thread | None = None
-
-    def begin(self, worker: Any, batch: _Calls, index: int) -> tuple[float, float]:
-        thread = threading.get_ident()
-        self._record(batch.token, thread, f"{batch.number} {index}")  # before the call runs
-        wall, started = time.time(), time.perf_counter()
-        with self.lock:
-            self.running[thread] = [worker, batch.token, batch.number, index, wall, started, False]
-            self.busy.set()
-            if self.watcher is None and worker is not None:
-                self.watcher = threading.Thread(
-                    target=self._watch, name="shardmap-dask-starts", daemon=True
-                )
-                self.watcher.start()
-        return wall, started
-
-    def end_call(self) -> None:
-        with self.lock:
-            self.running[threading.get_ident()] = None
-
-    def end(self, batch: _Calls) -> None:
-        thread = threading.get_ident()
-        self._record(batch.token, thread, f"{batch.number} {_DONE}")
-        with self.lock:
-            self.running.pop(thread, None)
-            if not self.running:
-                self.busy.clear()
-
-    def _record(self, token: str, thread: int, text: str) -> None:
-        key = (token, thread)
-        data = text.encode().ljust(32)
-        # Under the lock, so that close() never closes an fd a write is about to use (the
-        # number could then name another file): calls abandoned by the loop may still run.
-        with self.lock:
-            if token in self.closed:
-                return
-            fd = self.files.get(key, -1)
-            if fd == -1:
-                fd = self.files[key] = _open_record(token, thread)
-            if fd is not None:
-                try:
-                    os.pwrite(fd, data, 0)
-                except OSError:  # it records nothing more: its nanny then says "unknown"
-                    self.files[key] = None
-
-    def close(self, token: str) -> None:
-        with self.lock:
-            self.closed.add(token)
-            for key in [key for key in self.files if key[0] == token]:
-                fd = self.files.pop(key)
-                if fd is not None:
-                    with suppress(OSError):
-                        os.close(fd)
-
-    def _watch(self) -> None:
-        while True:
-            self.busy.wait()
-            time.sleep(LIVE_START_SECONDS)
-            now = time.perf_counter()
-            due = []
-            with self.lock:
-                for entry in self.running.values():
-                    if entry is not None and not entry[6] and now - entry[5] >= LIVE_START_SECONDS:
-                        entry[6] = True
-                        due.append(entry)
-            for worker, token, number, index, wall, started, _ in due:
-                try:
-                    elapsed = time.perf_counter() - started
-                    worker.log_event(_topic(token), [number, index, wall, elapsed])
-                except Exception:  # a worker closing: its tasks' outcomes tell the rest
-                    log.debug("dask worker: announcing a start failed", exc_info=True)
-
-
-_PROBE = _Probe()
-
-
-def _topic(token: str) -> str:
-    return f"shardmap-starts-{token}"
-
-
-def _records_dir(token: str) -> str:
-    """Where a worker machine keeps one executor opening's start records (the worker and its
-    nanny share the machine, and so the temporary directory)."""
-    return os.path.join(tempfile.gettempdir(), "shardmap-dask", token)
-
-
-def _open_record(token: str, thread: int) -> int | None:
-    folder = _records_dir(token)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{os.getpid()}-{thread}")
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError:
-        log.warning("dask worker: cannot record call starts under %s", folder, exc_info=True)
-        return None
-
-
-def _read_records(token: str, pid: int) -> dict[int, int] | None:
-    """On a nanny: what process ``pid`` recorded, chunk number -> the call it was running
-    (``_DONE``: all done); ``None`` when it recorded nothing."""
-    paths = glob.glob(os.path.join(_records_dir(token), f"{pid}-*"))
-    if not paths:
-        return None
-    records: dict[int, int] = {}
-    for path in paths:
-        with contextlib.suppress(OSError, ValueError), open(path) as f:
-            number, index = f.read().split()
-            records[int(number)] = int(index)
-    return records
-
-
-def _drop_records(token: str) -> None:
-    """On each worker (and on the driver for its own LocalCluster): forget an opening's records."""
-    _PROBE.close(token)
-    shutil.rmtree(_records_dir(token), ignore_errors=True)
-
-
-def _current_worker() -> Any:
-    try:
-        from distributed import get_worker
-
-        return get_worker()
-    except Exception:  # not on a worker (a test calling it directly)
-        return None
-
-
-def _this_worker() -> str:
-    worker = _current_worker()
-    if worker is None:
-        return f"process {os.getpid()}"
-    return f"Dask worker {worker.address} (process {os.getpid()})"
+        return Calls(calls, token, self.number, claims)
 
 
 def _is_killed_worker(exc: BaseException) -> bool:
     from distributed.scheduler import KilledWorker
 
     return isinstance(exc, KilledWorker)
-
-
-def _pickled_error(exc: BaseException) -> bytes:
-    """The exception as Dask ships a task's: with its traceback (tblib), causes included, or
-    as ``Exception(repr(exc))`` when it cannot be pickled."""
-    import tblib.pickling_support
-    from distributed.protocol.pickle import dumps, loads
-
-    causes, cause = [], exc.__cause__
-    while cause is not None:
-        causes.append(cause)
-        cause = cause.__cause__
-    tblib.pickling_support.install(exc, *causes)
-    try:
-        data = dumps(exc)
-        loads(data)
-    except Exception:
-        try:
-            text = repr(exc)
-        except Exception:
-            text = f"{type(exc).__name__} (unprintable)"
-        data = dumps(Exception(text))
-    return data
 
 
 def _task_name(fn: Any) -> str:
