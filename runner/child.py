@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from runner.batcher import Batch, encode_input
 from runner.constants import AWS_MAX_OUTPUT_BYTES
-from runner.errors import WorkerError
+from runner.errors import WorkerError, lambda_error_cause
 from runner.jsontext import dumps
 from runner.registry import resolve_worker, worker_info
 from runner.shards import BatchRef, materialize
@@ -135,15 +134,7 @@ def _columnar_args(child_input: Any) -> tuple[Any, Any]:
     return pa.Table.from_pylist([child_input]), None
 
 
-def _cause(exc: BaseException, error_type: str | None = None, message: str | None = None) -> str:
-    """Lambda's error shape; ``error_type`` replaces a class name that means nothing to users."""
-    return json.dumps(
-        {
-            "errorMessage": str(exc) if message is None else message,
-            "errorType": error_type or type(exc).__name__,
-            "stackTrace": traceback.format_exception(type(exc), exc, exc.__traceback__),
-        }
-    )
+_cause = lambda_error_cause
 
 
 def _message_cause(message: str, error_type: str) -> str:

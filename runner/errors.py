@@ -39,7 +39,9 @@ failed batch record (see :class:`WorkerError` for choosing the Error name yourse
 from __future__ import annotations
 
 import errno
+import json
 import re
+import traceback
 from typing import Any
 
 __all__ = [
@@ -59,9 +61,11 @@ __all__ = [
     "ShardmapError",
     "SourceUnavailable",
     "SpecError",
+    "StatesError",
     "WorkerError",
     "WorkerNotFound",
     "WriterError",
+    "lambda_error_cause",
     "redact_url",
     "storage_error",
 ]
@@ -192,6 +196,25 @@ class RunFailed(ShardmapError):
         return (type(self), (self.error, self.cause))
 
 
+class StatesError(ShardmapError):
+    """A state machine failed at run time, by one of AWS's error names (``States.Runtime``,
+    ``States.QueryEvaluationError``, ...) or a Task's own error name; ``cause`` is AWS's text.
+
+    Raised inside :mod:`runner.states` while a state runs; a state's Catch may take it,
+    otherwise the execution fails with ``error`` and ``cause`` as Step Functions would.
+    """
+
+    exit_code = EXIT_RUN_FAILED
+
+    def __init__(self, error: str, cause: str = "") -> None:
+        self.error = error
+        self.cause = cause
+        super().__init__(f"{error}: {cause}" if cause else error)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error, self.cause))
+
+
 class WorkerError(Exception):
     """Raise from a worker to fail its batch with a chosen AWS ``Error`` name and ``Cause``.
 
@@ -205,6 +228,19 @@ class WorkerError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.error, self.cause))
+
+
+def lambda_error_cause(
+    exc: BaseException, error_type: str | None = None, message: str | None = None
+) -> str:
+    """Lambda's error shape; ``error_type`` replaces a class name that means nothing to users."""
+    return json.dumps(
+        {
+            "errorMessage": str(exc) if message is None else message,
+            "errorType": error_type or type(exc).__name__,
+            "stackTrace": traceback.format_exception(type(exc), exc, exc.__traceback__),
+        }
+    )
 
 
 def _rebuild_reader_error(
