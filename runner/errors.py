@@ -17,7 +17,9 @@
     ├── JournalError                      a run journal missing, another run's, or in use
     │   └── JournalUnavailable            the journal cannot be written: disk full (exit 3)
     ├── AslValidatorMissing (FileNotFoundError)   node or asl-validator is not installed
-    └── RunFailed                         the map run ended FAILED (carries Error and Cause; exit 1)
+    ├── RunFailed                         the map run ended FAILED (carries Error and Cause; exit 1)
+    └── StatesError                       a state machine failed at run time, by AWS's error name
+                                          and cause (States.Runtime, ...; exit 1)
 
     * defined in runner/executors/procpool.py beside the pool that raises them (they carry a
       pid, an exit code and the pool's own wording); every other class is defined here, and
