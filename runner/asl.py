@@ -215,10 +215,13 @@ def pipeline_of(
     *,
     resources: Mapping[str, str] | None = None,
     worker: str | None = None,
+    child_worker: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The pipeline mapping of the one Distributed Map state in ``definition``, and that
     state's path (``States.<name>``), which :meth:`MapSpec.from_asl` puts before the field of
-    a validation error. ``resources`` and ``worker`` are :meth:`MapSpec.from_asl`'s.
+    a validation error. ``resources`` and ``worker`` are :meth:`MapSpec.from_asl`'s;
+    ``child_worker`` runs the whole child workflow (whatever its states, their own Retry and
+    TimeoutSeconds included), as :mod:`runner.workflow` runs an interpreted child.
 
     Examples
     --------
@@ -238,12 +241,15 @@ def pipeline_of(
     processor = state.get("ItemProcessor") or state.get("Iterator") or {}
     config = processor.get("ProcessorConfig", {})
     data["ExecutionType"] = config.get("ExecutionType", "STANDARD")
-    task = _child_task(processor, f"{path}.ItemProcessor")
-    if "Retry" in task:
-        data["Retry"] = task["Retry"]
-    if "TimeoutSeconds" in task:
-        data["TimeoutSeconds"] = task["TimeoutSeconds"]
-    data["Worker"] = worker or _worker_for(task, resources or {}, f"{path}.ItemProcessor")
+    if child_worker is not None:
+        data["Worker"] = child_worker
+    else:
+        task = _child_task(processor, f"{path}.ItemProcessor")
+        if "Retry" in task:
+            data["Retry"] = task["Retry"]
+        if "TimeoutSeconds" in task:
+            data["TimeoutSeconds"] = task["TimeoutSeconds"]
+        data["Worker"] = worker or _worker_for(task, resources or {}, f"{path}.ItemProcessor")
     reducer = _reducer_for(states, state.get("Next"), resources or {})
     if reducer:
         data["Reduce"] = reducer

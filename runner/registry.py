@@ -155,9 +155,19 @@ def known_workers() -> dict[str, str]:
     return docs
 
 
+#: Worker references by scheme, resolved by import path (fsspec's lazy registry): ``asl:``
+#: names a child state machine (:mod:`runner.childmachine`, which sits above this module).
+WORKER_SCHEMES: Mapping[str, str] = MappingProxyType({"asl:": "runner.childmachine:child_machine"})
+
+
 @cache
 def resolve_worker(ref: str, allow_import_path: bool = True) -> Callable[..., Any]:
-    """The function for a registered name or, when allowed, a ``module:function`` path."""
+    """The function for a registered name, a scheme reference (``asl:{...}``) or, when
+    allowed, a ``module:function`` path."""
+    for scheme, target in WORKER_SCHEMES.items():
+        if ref.startswith(scheme):
+            factory: Callable[[str], Callable[..., Any]] = load(target, "a child state machine")
+            return factory(ref)
     ep = _entry_points().get(ref)
     if ep is not None:
         target = f"{ep.module}:{ep.attr}"

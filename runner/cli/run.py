@@ -23,11 +23,11 @@ from runner.cli.common import (
     pair,
     parse_input,
     parse_json,
+    state_dir_of_run,
+    summarise,
 )
 from runner.cli.stepfunctions import overridden, run_on_stepfunctions
-from runner.errors import (
-    EXIT_BAD_INPUT,
-)
+from runner.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED
 from runner.readers.infer import infer_item_reader
 from runner.registry import known_workers
 from runner.samples import SAMPLES
@@ -82,6 +82,18 @@ def run_command(
     """Run a pipeline file (YAML) or an ASL state machine (.json)."""
     options = executor_options(executor, scheduler)
     resources = dict(pair(r, "--resource") for r in resource)
+    pipeline_flags = source or dest or worker or allow_locations or run_id
+    if pipeline.endswith(".json") and executor != "stepfunctions" and not pipeline_flags:
+        execute_machine(
+            json.loads(Path(pipeline).read_text()),
+            parse_input(run_input),
+            resources=resources,
+            executor=executor,
+            journal=not no_journal,
+            shard_reading=shard_reading,
+            **options,
+        )
+        return
     spec = MapSpec.load(pipeline, resources=resources)
     if allow_locations:  # widens the pipeline's AllowedLocations (default: SAME_AS_MANIFEST)
         spec = spec.replace(allowed_locations=spec.allowed_locations + allow_locations)
@@ -101,6 +113,21 @@ def run_command(
         shard_reading=shard_reading,
         **options,
     )
+
+
+def execute_machine(definition: Any, run_input: Any, **options: Any) -> None:
+    """A whole state machine: each Map Run summarised as ``run`` does, then the execution's
+    output (its final JSON) on stdout; exit 1 when the execution fails."""
+    from runner.workflow import run_state_machine
+
+    outcome = run_state_machine(definition, run_input, state_dir=state_dir_of_run(), **options)
+    for map_run in outcome.map_runs:
+        summarise(map_run)
+    execution = outcome.execution
+    if execution.status != "SUCCEEDED":
+        click.echo(f"Execution {execution.status}: {execution.error}: {execution.cause}", err=True)
+        sys.exit(EXIT_RUN_FAILED)
+    click.echo(json.dumps(execution.output, indent=2))
 
 
 @main.command("map")
