@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from runner import jsontext
 from runner.constants import LAMBDA_INVOKE
 from runner.errors import SpecError, StatesError, WorkerError, lambda_error_cause
 from runner.registry import resolve_worker
@@ -129,7 +130,7 @@ class ChildMachine:
 def child_reference(definition: Mapping[str, Any], resources: Mapping[str, str]) -> str:
     """The worker reference of a child machine (what a MapSpec's ``Worker`` holds)."""
     doc = {"Definition": definition, "Resources": dict(sorted(resources.items()))}
-    return CHILD_PREFIX + json.dumps(doc, separators=(",", ":"), sort_keys=True)
+    return CHILD_PREFIX + jsontext.dumps(doc)
 
 
 @lru_cache(maxsize=64)

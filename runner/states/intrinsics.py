@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+from runner import jsontext
 from runner.errors import SpecError, StatesError
 from runner.paths import PathNotFound, compile_path
 
@@ -130,7 +131,7 @@ def _invalid(function: str, reason: str) -> _Failure:
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.dumps(value)
 
 
 def _show(value: Any) -> str:

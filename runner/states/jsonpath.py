@@ -12,12 +12,12 @@ The interpreter prefixes them with the state's name, as AWS does.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from runner import jsontext
 from runner.errors import SpecError, StatesError
 from runner.paths import PathNotFound, compile_path
 from runner.states.intrinsics import compile_intrinsic
@@ -39,7 +39,7 @@ _REFERENCE_STEP = re.compile(r"\.([^.\[\]]+)|\['([^']*)'\]|\[(\d+)\]")
 
 def compact_json(value: Any) -> str:
     """JSON as AWS quotes it in causes: no spaces."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return jsontext.dumps(value)
 
 
 @lru_cache(maxsize=4096)

@@ -15,10 +15,10 @@ distributed child cannot read its parent's variables) and its ItemBatcher.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from runner import jsontext
 from runner.errors import StatesError
 from runner.states.jsonpath import RUNTIME, Scope, compact_json, compile_payload, select
 from runner.states.mapfields import ENGINE_FIELDS
@@ -114,7 +114,7 @@ def _batches(frame: StateFrame, effective: Any, inputs: list[Any]) -> list[Any]:
     current: list[Any] = []
     size = 0
     for value in inputs:
-        value_size = len(json.dumps(value, separators=(",", ":")).encode())
+        value_size = len(jsontext.dumps(value).encode())
         full = most is not None and len(current) >= most
         too_big = max_bytes is not None and current and size + value_size > max_bytes
         if full or too_big:
